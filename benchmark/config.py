@@ -1,0 +1,457 @@
+"""Typed study configuration: defaults -> ``configs/<x>.yaml`` -> ``key=value`` overrides.
+
+Every section is a ``kw_only`` dataclass. The loader walks the dataclass fields, so an unknown key, a value
+of the wrong type or a choice outside a ``Literal`` fails with the key's full path and the allowed choices.
+YAML is read with ``yaml.safe_load`` only (a python tag is refused). Generator sections are resolved through
+the ``GENERATORS`` registry, so a new generator adds no line here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from benchmark.errors import ConfigError
+
+DatasetKind = Literal["phantom", "la2018", "msd", "lascarqs", "nnunet"]
+
+
+@dataclass(kw_only=True)
+class PhantomConfig:
+    """The embedded procedural LA LGE phantom (``benchmark/data/phantom.py``)."""
+
+    n_patients: int = 40
+    scans_per_patient: tuple[int, int] = (1, 2)  # inclusive range: pre/post ablation scans share anatomy
+    shape: tuple[int, int, int] = (64, 64, 32)  # native grid of the phantom scans
+    spacing: tuple[float, float, float] = (1.25, 1.25, 2.5)  # mm
+    wall_thickness_mm: tuple[float, float] = (2.0, 3.0)
+    noise_sigma: float = 0.04  # Rician noise level relative to blood intensity
+    seed: int = 0
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where the images come from and how they are checked."""
+
+    kind: DatasetKind = "phantom"
+    root: str | None = None  # dataset folder; None for the phantom
+    cache_dir: str = "runs/cache"
+    spacing_override: tuple[float, float, float] | None = None  # for headers with identity spacing
+    expected_spacing: tuple[float, float, float] | None = None  # known voxel size of the dataset, mm
+    wall_mode: Literal["expert", "derive", "cavity_only"] = "derive"  # when a dataset has no wall mask
+    wall_thickness_mm: float = 2.5  # thickness of the derived wall shell
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+
+
+@dataclass(kw_only=True)
+class PreprocessConfig:
+    """Resampling to the study grid and intensity normalisation (cached by input hash + this section)."""
+
+    shape: tuple[int, int, int] = (48, 48, 24)
+    # None: resize the whole scan to ``shape``; else resample to this spacing (mm) and crop/pad to ``shape``
+    # around the LA cavity's centre (how real scans with a large field of view are brought to the study grid)
+    spacing: tuple[float, float, float] | None = None
+    normalization: Literal["zscore", "minmax", "percentile"] = "percentile"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+
+
+@dataclass(kw_only=True)
+class CompositeConfig:
+    """Composite semantic label maps, the paper's Algorithm 1."""
+
+    k: int = 5  # number of k-means clusters (2..10), one of them dropped as background
+    sigma: float = 1.0  # Gaussian smoothing before clustering, voxels
+    max_voxels: int = 200_000  # voxels sampled to fit k-means
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.k <= 10:
+            raise ConfigError(f"composite.k: {self.k} is outside the allowed range 2..10")
+
+    @property
+    def num_classes(self) -> int:
+        """Labels 0 (background), 1 (cavity), 2 (wall) and k-1 context clusters 3..k+1."""
+        return self.k + 2
+
+
+@dataclass(kw_only=True)
+class SplitsConfig:
+    """Repeated random patient-wise train/test splits."""
+
+    n_splits: int = 5
+    test_fraction: float = 0.3
+    seed: int = 0
+    file: str | None = None  # a user-supplied splits.json (checked patient-wise)
+    protocol: Literal["per_split", "disjoint_pool", "shared"] = "disjoint_pool"
+    pool_fraction: float = 0.3  # disjoint_pool: share of patients reserved for generator training
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """The engine: how any network is trained (generators and the segmenter alike)."""
+
+    engine: Literal["torch", "deepspeed"] = "torch"
+    deepspeed_config: str = "configs/deepspeed/zero2_cpu.json"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    zero_stage: int = 0
+    batch_size: int = 2
+    checkpoint_every: int = 100
+    log_every: int = 25
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+
+
+@dataclass(kw_only=True)
+class AugmentConfig:
+    """Segmenter augmentations (MRI only; the paper's list), each with its probability."""
+
+    flip: float = 0.5
+    affine: float = 0.3
+    elastic: float = 0.0
+    noise: float = 0.2
+    blur: float = 0.1
+    gamma: float = 0.2
+    bias_field: float = 0.2
+    rotate_deg: float = 15.0  # affine: rotation range (+-) about each axis, degrees
+    scale: float = 0.1  # affine: isotropic-ish scale range (+-) per axis
+    translate_vox: float = 2.0  # affine: translation range (+-) per axis, voxels
+    elastic_sigma: tuple[float, float] = (5.0, 7.0)  # elastic: smoothing of the displacement field, voxels
+    elastic_magnitude: tuple[float, float] = (50.0, 100.0)  # elastic: displacement magnitude range
+    noise_std: float = 0.05  # Gaussian noise: maximum standard deviation (images are normalised to ~[0, 1])
+    blur_sigma: tuple[float, float] = (0.25, 1.0)  # Gaussian blur sigma range, voxels
+    gamma_range: tuple[float, float] = (0.7, 1.5)  # gamma (adjust contrast) range
+    bias_coeff: tuple[float, float] = (0.0, 0.1)  # bias field polynomial coefficient range
+
+
+@dataclass(kw_only=True)
+class SegmentationConfig:
+    """The utility study's 3D U-Net and its arms."""
+
+    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 2
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    schedule: Literal["constant", "cosine"] = "constant"  # learning-rate schedule over the steps
+    steps: int = 300
+    batch_size: int = 2
+    patch: tuple[int, int, int] | None = None  # None = whole volume; else sliding-window inference
+    target: Literal["cavity", "cavity_wall"] = "cavity"
+    arms: tuple[str, ...] = ("real", "real+augmented", "real+{generator}")
+    ratios: tuple[float, ...] = (1.0,)  # synthetic : real volumes in real+<generator> arms
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(kw_only=True)
+class MetricsConfig:
+    """Image-quality metrics and the feature backbone behind FID/KID/MMD."""
+
+    backbone: Literal["resnet10", "resnet34", "resnet50"] = "resnet34"
+    feature_mode: Literal["3d", "2.5d"] = "3d"
+    weights_path: str | None = None  # MedicalNet weights; None = fixed-seed random network
+    weights_sha256: str | None = None
+    backbone_seed: int = 0
+    kid_subsets: int = 50
+    kid_subset_size: int = 10
+    bootstrap: int = 200
+    fixed_n: int = 10  # FID/KID also at this sample size, comparable across studies
+    psnr_data_range: float | None = None  # None = the data range of the real volume
+    msssim_weights: tuple[float, ...] = (0.0448, 0.2856, 0.3001)
+    msssim_kernel: tuple[int, int, int] = (5, 5, 3)
+    metrics: tuple[str, ...] = ("fid", "kid", "mmd", "mmd_rbf", "psnr", "ms_ssim", "mask_fidelity", "memorisation")
+
+
+@dataclass(kw_only=True)
+class TrackingConfig:
+    """MLflow: a sqlite store in the study folder unless a server URI is given."""
+
+    uri: str | None = None
+    experiment: str | None = None  # default: the study name
+    enabled: bool = True
+
+
+@dataclass(kw_only=True)
+class ClusterConfig:
+    """Where jobs run: in process, as local processes, or on Slurm (via submitit)."""
+
+    executor: Literal["debug", "local", "slurm"] = "debug"
+    folder: str | None = None  # submitit logs; default <study>/submitit
+    partition: str | None = None
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1
+    nodes: int = 1
+    cpus_per_task: int = 1
+    timeout_min: int = 60
+    mem_gb: int | None = None
+    account: str | None = None
+    constraint: str | None = None
+    qos: str | None = None
+    array_parallelism: int = 64
+    max_local_jobs: int = 2
+
+
+@dataclass(kw_only=True)
+class StudyConfig:
+    """One study: the data, the generators, the metrics, the utility arms and where it all runs."""
+
+    name: str = "default"
+    output_dir: str = "runs"
+    seeds: tuple[int, ...] = (0,)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generators: dict[str, Any] = field(
+        default_factory=lambda: _registry_defaults(), metadata={"registry": "generators"}
+    )
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generic loader
+
+
+def _generator_registry() -> dict[str, type]:
+    from benchmark.generators import GENERATORS  # lazy: generator modules never import this file's loader
+
+    return {name: spec.config_cls for name, spec in GENERATORS.items()}
+
+
+def _registry_defaults() -> dict[str, Any]:
+    return {name: cls() for name, cls in _generator_registry().items()}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp`` and convert lists to tuples; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{key}: {value!r} is not one of the allowed choices: {choices}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not match {_type_name(tp)}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for section {tp.__name__}, got {value!r}")
+        return _build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {k: _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass ``cls`` from defaults updated by ``values`` (a possibly partial nested dict)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"{path}: unknown key; allowed keys here: {allowed}")
+        fld = fields[key]
+        if fld.metadata.get("registry") == "generators":
+            kwargs[key] = _build_registry(value, path)
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            kwargs[key] = _build(tp, value, path)
+        else:
+            kwargs[key] = _coerce(value, tp, path)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{exc}") from None
+
+
+def _build_registry(value: Any, path: str) -> dict[str, Any]:
+    registry = _generator_registry()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping of generator name -> settings, got {value!r}")
+    out = {}
+    for name, sub in value.items():
+        if name not in registry:
+            raise ConfigError(f"{path}.{name}: unknown generator; choices: {', '.join(sorted(registry))}")
+        if dataclasses.is_dataclass(sub):
+            out[name] = sub
+        else:
+            out[name] = _build(registry[name], sub or {}, f"{path}.{name}")
+    for name, cls in registry.items():
+        out.setdefault(name, cls())
+    return out
+
+
+def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    for key, value in upd.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=[1,2]"]`` into a nested dict; values are parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{item}: overrides are key=value (e.g. preprocess.shape=[32,32,16])")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; a python tag or a non-mapping is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML for the safe loader: {exc}".splitlines()[0]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Load a study config.
+
+    Args:
+        path: a YAML file in ``configs/`` (or anywhere); None for the built-in defaults.
+        overrides: ``key=value`` strings applied last (dotted paths, e.g. ``composite.k=4``).
+
+    Returns:
+        The validated ``StudyConfig``. Raises ``ConfigError`` naming the full key path on any problem.
+    """
+    merged: dict[str, Any] = {}
+    if path is not None:
+        merged = read_yaml(path)
+    _deep_update(merged, parse_overrides(list(overrides)))
+    try:
+        return _build(StudyConfig, merged, "")
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """A plain (JSON/YAML-safe) dict of a config: tuples become lists."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, list | tuple):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def config_hash(cfg: Any) -> str:
+    """A short stable hash of a config (or any section of one)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_config(cfg: Any, folder: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config next to an output (atomically: write then rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(target)
+    return target
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flat ``{"a.b": value}`` view of a config, for tracking params."""
+    out: dict[str, Any] = {}
+    for key, value in (to_dict(cfg) or {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out

@@ -1,0 +1,115 @@
+"""The internal dataset layout: a manifest of cases, each an image + label NIfTI with its checksums.
+
+Every adapter turns its public layout into this; every later stage reads only this. Label values in the
+internal layout are 0 (background), 1 (LA cavity), 2 (LA wall).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmark.errors import DataError
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Case:
+    """One scan.
+
+    Args:
+        case_id: unique scan id.
+        patient_id: the patient; several scans (pre/post ablation) may share one. Splits are by patient.
+        image: path of the image NIfTI, relative to the manifest's folder.
+        label: path of the label NIfTI (0/1/2), relative to the manifest's folder.
+        shape: voxel grid (X, Y, Z).
+        spacing: voxel size in mm.
+        sha256_image: checksum of the image file.
+        sha256_label: checksum of the label file.
+        source: the original file(s) this case was read from, for error messages and provenance.
+    """
+
+    case_id: str
+    patient_id: str
+    image: str
+    label: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    sha256_image: str
+    sha256_label: str
+    source: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    """A dataset in the internal layout. ``root`` is the folder holding ``manifest.json``."""
+
+    root: Path
+    dataset: str
+    cases: tuple[Case, ...]
+
+    def by_id(self) -> dict[str, Case]:
+        return {c.case_id: c for c in self.cases}
+
+    def patients(self) -> dict[str, list[str]]:
+        """patient id -> its case ids (sorted)."""
+        out: dict[str, list[str]] = {}
+        for c in self.cases:
+            out.setdefault(c.patient_id, []).append(c.case_id)
+        return {p: sorted(ids) for p, ids in sorted(out.items())}
+
+    def path(self, case: Case, which: str) -> Path:
+        """Absolute path of a case's ``image`` or ``label``; refuses paths escaping the dataset root."""
+        rel = getattr(case, which)
+        full = (self.root / rel).resolve()
+        if not full.is_relative_to(self.root.resolve()):
+            raise DataError(self.root / MANIFEST_NAME, f"case {case.case_id}: path {rel!r} escapes the dataset root")
+        return full
+
+    def digest(self) -> str:
+        """A hash of all case checksums: names the exact data behind a number."""
+        h = hashlib.sha256()
+        for c in sorted(self.cases, key=lambda c: c.case_id):
+            h.update(f"{c.case_id}:{c.patient_id}:{c.sha256_image}:{c.sha256_label}".encode())
+        return h.hexdigest()[:16]
+
+    def save(self) -> Path:
+        """Write ``manifest.json`` atomically."""
+        target = self.root / MANIFEST_NAME
+        tmp = target.with_suffix(".json.tmp")
+        payload = {"dataset": self.dataset, "digest": self.digest(), "cases": [asdict(c) for c in self.cases]}
+        tmp.write_text(json.dumps(payload, indent=1))
+        tmp.replace(target)
+        return target
+
+    @classmethod
+    def load(cls, root: str | Path) -> Manifest:
+        """Read ``<root>/manifest.json``; every case path is checked to stay inside ``root``."""
+        root = Path(root)
+        file = root / MANIFEST_NAME
+        if not file.is_file():
+            raise DataError(file, "manifest not found")
+        try:
+            payload = json.loads(file.read_text())
+            cases = tuple(
+                Case(**{**c, "shape": tuple(c["shape"]), "spacing": tuple(c["spacing"])}) for c in payload["cases"]
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(file, f"not a valid manifest ({exc})") from None
+        man = cls(root=root, dataset=payload.get("dataset", "unknown"), cases=cases)
+        for c in cases:
+            man.path(c, "image")
+            man.path(c, "label")
+        return man
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
