@@ -1,0 +1,273 @@
+"""Figures of a study, each written as PNG and SVG (matplotlib's Agg backend, no display needed).
+
+Every function takes a tidy frame (or arrays), writes ``<stem>.png`` and ``<stem>.svg`` atomically and returns
+``{"png": path, "svg": path}``. Empty input raises :class:`benchmark.errors.DataError` naming the argument, so the
+report can say which figure is missing and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: figures are files, never windows
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmark.errors import DataError  # noqa: E402
+
+__all__ = ["plot_metric_per_arm", "plot_k_selection", "plot_montage", "plot_quality", "plot_training_curves"]
+
+
+def _save(fig: plt.Figure, stem: str | Path, dpi: int = 120) -> dict[str, Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = {}
+    try:
+        for fmt in ("png", "svg"):
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            tmp = path.with_name(f"{path.name}.tmp")
+            # No creation date and fixed SVG ids: the same rows give byte-identical figures (and reports).
+            meta = {"Date": None} if fmt == "svg" else {}
+            with plt.rc_context({"svg.hashsalt": "lge-synthbench"}):
+                fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta)
+            tmp.replace(path)
+            out[fmt] = path
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _require(frame: pd.DataFrame | None, columns: Sequence[str], name: str) -> pd.DataFrame:
+    if frame is None or len(frame) == 0:
+        raise DataError(name, "no rows to plot")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(name, f"missing columns {missing}")
+    return frame
+
+
+def plot_metric_per_arm(
+    seg_rows: pd.DataFrame,
+    stem: str | Path,
+    *,
+    metric: str = "dice",
+    arms: Sequence[str] | None = None,
+) -> dict[str, Path]:
+    """Box plots of a per-case metric per arm, with each split's mean joined across arms by a line.
+
+    The lines make the pairing visible: a split whose line rises from ``real`` to an arm gained in that split.
+
+    Args:
+        seg_rows: per-case rows with ``split, arm, metric, value``.
+        stem: output path without suffix.
+        metric: which metric to plot.
+        arms: the arm order (default: order of first appearance, baseline ``real`` first when present).
+
+    Returns:
+        ``{"png": path, "svg": path}``.
+
+    Raises:
+        DataError: when there are no finite rows of ``metric``.
+    """
+    rows = _require(seg_rows, ("split", "arm", "metric", "value"), "seg_rows")
+    rows = rows[(rows["metric"] == metric) & np.isfinite(pd.to_numeric(rows["value"], errors="coerce"))]
+    if rows.empty:
+        raise DataError("seg_rows", f"no finite '{metric}' values to plot")
+    order = list(arms) if arms else sorted(pd.unique(rows["arm"]), key=lambda a: (a != "real", a))
+    order = [a for a in order if a in set(rows["arm"])]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(order) + 1.5), 4.0))
+    data = [rows.loc[rows["arm"] == a, "value"].astype(float).to_numpy() for a in order]
+    ax.boxplot(data, tick_labels=order, showfliers=True, widths=0.5, medianprops={"color": "k"})
+    means = rows.assign(split=rows["split"].astype(str)).groupby(["split", "arm"])["value"].mean().unstack("arm")
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for i, (split, line) in enumerate(means.reindex(columns=order).iterrows()):
+        ax.plot(
+            np.arange(1, len(order) + 1),
+            line.to_numpy(dtype=float),
+            "o-",
+            color=colors[i % 10],
+            alpha=0.8,
+            lw=1.2,
+            ms=4,
+            label=f"split {split}",
+        )
+    ax.set_ylabel(metric.upper() if len(metric) <= 4 else metric)
+    ax.set_title(f"{metric} per arm (boxes: cases; lines: split means)")
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize=7, loc="best", ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, stem)
+
+
+def plot_quality(
+    quality_rows: pd.DataFrame,
+    stem: str | Path,
+    *,
+    metrics: Sequence[str] = ("fid", "kid"),
+) -> dict[str, Path]:
+    """One panel per metric: each generator's run values (split x seed) with their CIs and the mean.
+
+    Args:
+        quality_rows: distribution-level rows with ``generator, metric, value`` and optionally ``ci_low``,
+            ``ci_high`` (drawn as error bars) and ``split``/``seed``.
+        stem: output path without suffix.
+        metrics: the metrics to plot (those absent from the rows are skipped).
+
+    Returns:
+        ``{"png": path, "svg": path}``.
+
+    Raises:
+        DataError: when none of ``metrics`` has rows.
+    """
+    rows = _require(quality_rows, ("generator", "metric", "value"), "quality_rows")
+    present = [m for m in metrics if (rows["metric"] == m).any()]
+    if not present:
+        raise DataError("quality_rows", f"no rows for metrics {list(metrics)}")
+    gens = sorted(pd.unique(rows["generator"]))
+    fig, axes = plt.subplots(
+        1,
+        len(present),
+        figsize=(3.2 + 1.0 * len(gens), 3.6) if len(present) == 1 else (len(present) * (2.2 + 0.9 * len(gens)), 3.6),
+        squeeze=False,
+    )
+    rng = np.random.default_rng(0)  # fixed jitter: the same figure on every run
+    for ax, metric in zip(axes[0], present, strict=True):
+        for i, gen in enumerate(gens):
+            g = rows[(rows["metric"] == metric) & (rows["generator"] == gen)]
+            v = g["value"].astype(float).to_numpy()
+            if v.size == 0:
+                continue
+            xs = i + rng.uniform(-0.12, 0.12, v.size)
+            if {"ci_low", "ci_high"} <= set(g.columns):
+                lo, hi = g["ci_low"].astype(float).to_numpy(), g["ci_high"].astype(float).to_numpy()
+                err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+                err = np.where(np.isfinite(err), err, 0.0)
+                ax.errorbar(xs, v, yerr=err, fmt="o", ms=4, capsize=3, alpha=0.7, color=f"C{i}")
+            else:
+                ax.plot(xs, v, "o", ms=4, alpha=0.7, color=f"C{i}")
+            ax.hlines(np.nanmean(v), i - 0.3, i + 0.3, colors="k", lw=2)
+        ax.set_xticks(range(len(gens)), gens, rotation=20)
+        ax.set_title(metric.upper())
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("image quality per generator (points: runs with CI; bar: mean)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def plot_montage(
+    real: np.ndarray,
+    synthetic: Mapping[str, np.ndarray],
+    stem: str | Path,
+    *,
+    label: np.ndarray | None = None,
+    slices: Sequence[int] | None = None,
+    axis: int = 2,
+) -> dict[str, Path]:
+    """Real vs each generator's synthetic volume for the same label map, as a grid of slices.
+
+    Rows: (label map,) real, then one per generator; columns: the chosen slices along ``axis``.
+
+    Args:
+        real: the real volume (X, Y, Z).
+        synthetic: ``{generator: volume}``, each the shape of ``real``.
+        stem: output path without suffix.
+        label: optional label map shown in the first row.
+        slices: slice indices (default: 3 evenly spaced through the middle of the volume).
+        axis: the slicing axis.
+
+    Returns:
+        ``{"png": path, "svg": path}``.
+
+    Raises:
+        DataError: when a volume is not 3-D or its shape differs from ``real``.
+    """
+    real = np.asarray(real)
+    vols: list[tuple[str, np.ndarray, str]] = [] if label is None else [("label map", np.asarray(label), "tab10")]
+    vols.append(("real", real, "gray"))
+    vols += [(name, np.asarray(v), "gray") for name, v in synthetic.items()]
+    for name, v, _ in vols:
+        if v.ndim != 3 or v.shape != real.shape:
+            raise DataError(name, f"volume shape {v.shape} differs from the real volume's {real.shape} (3-D expected)")
+    depth = real.shape[axis]
+    idx = list(slices) if slices is not None else [int(round(f * (depth - 1))) for f in (0.3, 0.5, 0.7)]
+    # One grey window for every row (the real volume's 1st-99th percentile) so brightness differences show.
+    lo, hi = (float(q) for q in np.percentile(real, [1, 99]))
+    labels_cmap = plt.get_cmap("tab10").with_extremes(bad="black")
+    fig, axes = plt.subplots(len(vols), len(idx), figsize=(1.8 * len(idx), 1.8 * len(vols)), squeeze=False)
+    for r, (name, v, cmap) in enumerate(vols):
+        for c, k in enumerate(idx):
+            ax = axes[r][c]
+            img = np.take(v, k, axis=axis).T
+            if cmap == "tab10":
+                img = np.ma.masked_equal(img, 0)
+                ax.imshow(img, cmap=labels_cmap, vmin=0, vmax=9, interpolation="nearest", origin="lower")
+            else:
+                ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if r == 0:
+                ax.set_title(f"slice {k}", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def plot_training_curves(curves: pd.DataFrame, stem: str | Path, *, logy: bool = False) -> dict[str, Path]:
+    """Training curves: one panel per metric, one line per run.
+
+    Args:
+        curves: rows ``run, step, metric, value``.
+        stem: output path without suffix.
+        logy: log-scale the y axes (useful for losses spanning decades).
+
+    Returns:
+        ``{"png": path, "svg": path}``.
+    """
+    rows = _require(curves, ("run", "step", "metric", "value"), "curves")
+    metrics = list(pd.unique(rows["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for run, g in rows[rows["metric"] == metric].groupby("run", sort=True):
+            g = g.sort_values("step")
+            ax.plot(g["step"].to_numpy(), g["value"].astype(float).to_numpy(), lw=1.2, label=str(run))
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("step")
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def plot_k_selection(scores: pd.DataFrame, stem: str | Path, *, chosen_k: int | None = None) -> dict[str, Path]:
+    """Silhouette (higher is better) and Davies-Bouldin (lower is better) of the context clustering vs ``k``.
+
+    Args:
+        scores: rows ``k, silhouette, davies_bouldin``.
+        stem: output path without suffix.
+        chosen_k: the ``k`` the study uses, marked with a vertical line.
+
+    Returns:
+        ``{"png": path, "svg": path}``.
+    """
+    rows = _require(scores, ("k", "silhouette", "davies_bouldin"), "scores").sort_values("k")
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(rows["k"], rows["silhouette"], "o-", color="C0", label="silhouette")
+    ax.set_xlabel("k (clusters)")
+    ax.set_ylabel("silhouette (higher is better)", color="C0")
+    ax2 = ax.twinx()
+    ax2.plot(rows["k"], rows["davies_bouldin"], "s--", color="C3", label="Davies-Bouldin")
+    ax2.set_ylabel("Davies-Bouldin (lower is better)", color="C3")
+    if chosen_k is not None:
+        ax.axvline(chosen_k, color="k", ls=":", lw=1)
+    ax.set_xticks(rows["k"].to_numpy())
+    ax.set_title("context-cluster selection", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, stem)

@@ -1,0 +1,293 @@
+"""Significance of each segmentation arm against the baseline, across cases, seeds and repeated splits.
+
+For every arm the table holds one row per split (the paired one-sided Wilcoxon signed-rank test on per-case
+values, the paper's test) and one pooled row (the Nadeau-Bengio corrected resampled t-test on the per-split mean
+differences, a case-level bootstrap CI, effect sizes, the Holm-adjusted p-value across arms and a verdict).
+An arm that cannot be tested still gets its rows, with a ``reason``; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark import stats
+from benchmark.errors import DataError
+
+__all__ = ["COLUMNS", "LOWER_IS_BETTER", "normalise_split_sizes", "significance_table"]
+
+LOWER_IS_BETTER = frozenset({"hd95", "assd"})
+REQUIRED = ("split", "arm", "case_id", "metric", "value")
+COLUMNS = [
+    "arm", "baseline", "metric", "scope", "split", "n_pairs", "n_splits", "mean_diff", "ci_low", "ci_high",
+    "effect_dz", "rank_biserial", "wilcoxon_stat", "wilcoxon_p", "wilcoxon_p_holm", "wilcoxon_method",
+    "t_stat", "df", "test_train_ratio", "t_p", "t_p_greater", "p_holm", "alpha", "verdict", "reason", "note",
+]  # fmt: skip
+
+
+def normalise_split_sizes(split_sizes: Any) -> dict[str, tuple[float, float]]:
+    """Turn split sizes into ``{split (str): (n_train, n_test)}``.
+
+    Args:
+        split_sizes: a DataFrame with columns ``split, n_train, n_test``; or a mapping from split to a
+            ``(n_train, n_test)`` pair or to a mapping with keys ``n_train``/``n_test``; or None.
+
+    Returns:
+        The normalised mapping (empty for None).
+
+    Raises:
+        DataError: when the columns or entries are malformed (names the offending field).
+    """
+    if split_sizes is None:
+        return {}
+    if isinstance(split_sizes, pd.DataFrame):
+        missing = {"split", "n_train", "n_test"} - set(split_sizes.columns)
+        if missing:
+            raise DataError("split_sizes", f"missing columns {sorted(missing)}")
+        return {str(r.split): (float(r.n_train), float(r.n_test)) for r in split_sizes.itertuples()}
+    out: dict[str, tuple[float, float]] = {}
+    for key, val in dict(split_sizes).items():
+        if isinstance(val, Mapping):
+            if "n_train" not in val or "n_test" not in val:
+                raise DataError("split_sizes", f"split {key!r} needs n_train and n_test")
+            out[str(key)] = (float(val["n_train"]), float(val["n_test"]))
+        else:
+            n_train, n_test = val
+            out[str(key)] = (float(n_train), float(n_test))
+    return out
+
+
+def _empty_row(arm: str, baseline: str, metric: str, scope: str, split: str, alpha: float) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, np.nan)
+    row.update(arm=arm, baseline=baseline, metric=metric, scope=scope, split=split, alpha=alpha)
+    row.update(n_pairs=0, n_splits=0, wilcoxon_method="", verdict="", reason="", note="")
+    return row
+
+
+def _prepare(seg_rows: pd.DataFrame | None, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    """Rows of ``metric`` with string split keys, and the pairing keys present in the frame."""
+    if seg_rows is None or len(seg_rows) == 0:
+        return pd.DataFrame(columns=[*REQUIRED, "seed"]), ["split", "seed", "case_id"]
+    missing = [c for c in REQUIRED if c not in seg_rows.columns]
+    if missing:
+        raise DataError("seg_rows", f"missing columns {missing} (need {list(REQUIRED)})")
+    rows = seg_rows[seg_rows["metric"] == metric].copy()
+    if "seed" not in rows.columns:
+        rows["seed"] = 0
+    rows["split"] = rows["split"].astype(str)
+    rows["value"] = pd.to_numeric(rows["value"], errors="coerce")
+    keys = (["study"] if "study" in rows.columns else []) + ["split", "seed", "case_id"]
+    return rows, keys
+
+
+def _nan_note(rows: pd.DataFrame) -> str:
+    """Count NaN values and name their most common reasons: such cases cannot be paired."""
+    bad = rows[~np.isfinite(rows["value"].to_numpy(dtype=np.float64))]
+    if bad.empty:
+        return ""
+    reasons = bad["reason"].fillna("no reason").astype(str) if "reason" in bad.columns else pd.Series(["no reason"])
+    top = ", ".join(f"{r} ({c})" for r, c in reasons.value_counts().head(3).items())
+    return f"{len(bad)} row(s) with NaN value left unpaired: {top}"
+
+
+def _pairs(arm_rows: pd.DataFrame, base_rows: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, str]:
+    """Per-case pairs averaged over seeds; returns columns ``split, case_id, x, y`` and a note on duplicates."""
+    notes = []
+    sides = []
+    for name, frame in (("x", arm_rows), ("y", base_rows)):
+        frame = frame[np.isfinite(frame["value"].to_numpy(dtype=np.float64))]
+        dup = int(frame.duplicated(keys).sum())
+        if dup:
+            notes.append(f"{dup} duplicate {'arm' if name == 'x' else 'baseline'} row(s) averaged")
+        sides.append(frame.groupby(keys, as_index=False, dropna=False)["value"].mean().rename(columns={"value": name}))
+    merged = sides[0].merge(sides[1], on=keys, how="inner")
+    # Seeds of one case in one split are not independent observations: average them before testing.
+    case_keys = [k for k in keys if k != "seed"]
+    per_case = merged.groupby(case_keys, as_index=False, dropna=False)[["x", "y"]].mean()
+    return per_case, "; ".join(notes)
+
+
+def _split_row(base: dict[str, Any], pairs: pd.DataFrame, sign: float, min_pairs: int, boot: dict) -> dict[str, Any]:
+    row = dict(base)
+    x, y = pairs["x"].to_numpy(), pairs["y"].to_numpy()
+    res = stats.wilcoxon_greater(sign * x, sign * y, min_pairs=min_pairs)
+    row.update(n_pairs=res.n_pairs, n_splits=1, wilcoxon_stat=res.statistic, wilcoxon_p=res.p)
+    method = f"{res.method}, zero_method={res.zero_method}" if np.isfinite(res.p) else ""
+    row.update(wilcoxon_method=method, reason=res.reason or "")
+    if res.n_pairs:
+        ci = stats.paired_bootstrap_ci(x, y, **boot)
+        d = sign * (x - y)
+        row.update(mean_diff=float(np.mean(x - y)), ci_low=ci.low, ci_high=ci.high)
+        row.update(effect_dz=stats.cohens_dz(d), rank_biserial=stats.rank_biserial(d))
+    return row
+
+
+def _pooled_row(
+    base: dict[str, Any],
+    pairs: pd.DataFrame,
+    usable: list[str],
+    sizes: dict[str, tuple[float, float]],
+    sign: float,
+    boot: dict,
+) -> dict[str, Any]:
+    row = dict(base)
+    pairs = pairs[pairs["split"].isin(usable)]
+    row.update(n_pairs=len(pairs), n_splits=len(usable))
+    if pairs.empty:
+        row["reason"] = "no split has enough paired cases"
+        return row
+    x, y = pairs["x"].to_numpy(), pairs["y"].to_numpy()
+    d = sign * (x - y)
+    ci = stats.paired_bootstrap_ci(x, y, strata=pairs["split"].to_numpy(), **boot)
+    row.update(mean_diff=float(np.mean(x - y)), ci_low=ci.low, ci_high=ci.high)
+    row.update(effect_dz=stats.cohens_dz(d), rank_biserial=stats.rank_biserial(d))
+    no_size = [s for s in usable if s not in sizes]
+    if no_size:
+        row["reason"] = f"no train/test sizes for split(s) {no_size}: corrected t-test not run"
+        return row
+    split_means = pairs.assign(d=d).groupby("split")["d"].mean().reindex(usable).to_numpy()
+    n_train = [sizes[s][0] for s in usable]
+    n_test = [sizes[s][1] for s in usable]
+    two = stats.corrected_resampled_ttest(split_means, n_train, n_test, alternative="two-sided")
+    one = stats.corrected_resampled_ttest(split_means, n_train, n_test, alternative="greater")
+    row.update(t_stat=two.t, df=two.df, test_train_ratio=two.test_train_ratio, t_p=two.p, t_p_greater=one.p)
+    if two.reason:
+        row["reason"] = f"corrected t-test needs >= 2 splits: {two.reason}"
+    return row
+
+
+def _arm_rows(
+    arm: str,
+    rows: pd.DataFrame,
+    base_rows: pd.DataFrame,
+    keys: list[str],
+    sizes: dict[str, tuple[float, float]],
+    opts: dict[str, Any],
+) -> list[dict[str, Any]]:
+    baseline, metric, alpha, min_pairs = opts["baseline"], opts["metric"], opts["alpha"], opts["min_pairs"]
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    pooled = _empty_row(arm, baseline, metric, "pooled", "all", alpha)
+    arm_rows = rows[rows["arm"] == arm]
+    if arm_rows.empty:
+        pooled["reason"] = f"no per-case '{metric}' rows for arm '{arm}' (runs missing or without per-case results)"
+        return [pooled]
+    if base_rows.empty:
+        pooled["reason"] = f"baseline '{baseline}' has no per-case '{metric}' rows"
+        return [pooled]
+    pairs, dup_note = _pairs(arm_rows, base_rows, keys)
+    notes = [n for n in (_nan_note(arm_rows), dup_note) if n]
+    if pairs.empty:
+        pooled.update(reason=f"no case matched the baseline on {keys}", note="; ".join(notes))
+        return [pooled]
+    out, usable = [], []
+    for split in sorted(pairs["split"].unique(), key=_split_sort_key):
+        row = _split_row(
+            _empty_row(arm, baseline, metric, "split", split, alpha),
+            pairs[pairs["split"] == split],
+            sign,
+            min_pairs,
+            opts["boot"],
+        )
+        if row["reason"]:
+            row["reason"] += "; split left out of the pooled tests"
+        else:
+            usable.append(split)
+        out.append(row)
+    pooled = _pooled_row(pooled, pairs, usable, sizes, sign, opts["boot"])
+    left_out = [r["split"] for r in out if r["reason"]]
+    if left_out:
+        notes.append(f"split(s) {', '.join(left_out)} have < {min_pairs} pairs and are left out")
+    pooled["note"] = "; ".join(notes)
+    return [*out, pooled]
+
+
+def _split_sort_key(split: str) -> tuple[int, Any]:
+    return (0, int(split)) if split.lstrip("-").isdigit() else (1, split)
+
+
+def _verdicts(table: pd.DataFrame, alpha: float, metric: str) -> pd.DataFrame:
+    pooled = table["scope"] == "pooled"
+    padj = stats.holm(table.loc[pooled, "t_p"].to_numpy(dtype=np.float64))
+    table.loc[pooled, "p_holm"] = padj
+    m = int(np.isfinite(padj).sum())
+    better = "higher" if metric not in LOWER_IS_BETTER else "lower"
+    for idx in table.index[pooled]:
+        p, mean = table.at[idx, "p_holm"], table.at[idx, "mean_diff"]
+        if not np.isfinite(p):
+            table.at[idx, "verdict"] = "not tested"
+            continue
+        improved = (mean > 0) == (better == "higher")
+        table.at[idx, "verdict"] = ("improves" if improved else "worse") if p < alpha else "no evidence"
+        holm_note = f"Holm step-down over m={m} arm(s) on the two-sided corrected t p-values; {better} is better"
+        table.at[idx, "note"] = "; ".join(n for n in (table.at[idx, "note"], holm_note) if n)
+    for split in table.loc[table["scope"] == "split", "split"].unique():
+        sel = (table["scope"] == "split") & (table["split"] == split)
+        table.loc[sel, "wilcoxon_p_holm"] = stats.holm(table.loc[sel, "wilcoxon_p"].to_numpy(dtype=np.float64))
+    return table
+
+
+def significance_table(
+    seg_rows: pd.DataFrame | None,
+    split_sizes: Any,
+    *,
+    alpha: float = 0.05,
+    metric: str = "dice",
+    baseline: str = "real",
+    min_pairs: int = 5,
+    arms: Sequence[str] | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Compare every arm with the baseline on per-case ``metric`` values.
+
+    Pairs are matched on ``(study, split, seed, case_id)`` and averaged over seeds per case (repeated seeds of one
+    case are not independent). For each arm and each split with at least ``min_pairs`` pairs: the paired
+    one-sided Wilcoxon signed-rank test "arm better than baseline" (:func:`benchmark.stats.wilcoxon_greater`),
+    Holm-adjusted across arms within the split (``wilcoxon_p_holm``). Pooled over those splits: the Nadeau-Bengio
+    corrected resampled t-test on the per-split mean differences with the mean ``n_test/n_train`` ratio
+    (``t_p`` two-sided, ``t_p_greater`` one-sided), a split-stratified case-level bootstrap CI of the mean
+    difference, Cohen's ``d_z`` and the rank-biserial correlation (positive = arm better), and ``p_holm``: the
+    Holm step-down adjustment of ``t_p`` over all arms tested. The verdict is "improves"/"worse" when
+    ``p_holm < alpha`` (direction from the sign of the mean difference), "no evidence" otherwise, and
+    "not tested" (with ``reason``) when the test could not run.
+
+    Args:
+        seg_rows: per-case rows with columns ``split, arm, case_id, metric, value`` (``seed``, ``study`` and
+            ``reason`` optional). NaN values are left unpaired and counted in ``note``.
+        split_sizes: train/test sizes per split (see :func:`normalise_split_sizes`).
+        alpha: significance level of the verdict.
+        metric: which metric to compare ("dice" is higher-better; "hd95" and "assd" lower-better).
+        baseline: the reference arm.
+        min_pairs: fewest paired cases for a split to be tested and pooled.
+        arms: arms expected (e.g. from the study config); those without rows still get a row with a reason.
+        n_boot: bootstrap replicates.
+        confidence: the bootstrap interval's coverage.
+        seed: the bootstrap's random seed.
+
+    Returns:
+        DataFrame with :data:`COLUMNS`; ``scope`` is "split" or "pooled" (one pooled row per arm).
+        ``mean_diff``, ``ci_low``, ``ci_high`` are arm minus baseline in the metric's units.
+
+    Raises:
+        DataError: when ``seg_rows`` lacks a required column or ``split_sizes`` is malformed.
+    """
+    rows, keys = _prepare(seg_rows, metric)
+    sizes = normalise_split_sizes(split_sizes)
+    present = [a for a in pd.unique(rows["arm"]) if a != baseline]
+    wanted = [a for a in (arms or []) if a != baseline]
+    all_arms = list(dict.fromkeys([*wanted, *present]))
+    opts = {"baseline": baseline, "metric": metric, "alpha": alpha, "min_pairs": min_pairs}
+    opts["boot"] = {"n_boot": n_boot, "confidence": confidence, "seed": seed}
+    if not all_arms:
+        row = _empty_row("(none)", baseline, metric, "pooled", "all", alpha)
+        row.update(verdict="not tested", reason=f"no per-case '{metric}' rows for any arm other than '{baseline}'")
+        return pd.DataFrame([row], columns=COLUMNS)
+    base_rows = rows[rows["arm"] == baseline]
+    out = [r for arm in all_arms for r in _arm_rows(arm, rows, base_rows, keys, sizes, opts)]
+    table = pd.DataFrame(out, columns=COLUMNS)
+    table["df"] = table["df"].astype("Int64")
+    return _verdicts(table, alpha, metric).reset_index(drop=True)
