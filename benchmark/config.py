@@ -100,12 +100,14 @@ class TrainConfig:
     """The engine: how any network is trained (generators and the segmenter alike)."""
 
     engine: Literal["torch", "deepspeed"] = "torch"
-    deepspeed_config: str = "configs/deepspeed/zero2_cpu.json"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    zero_stage: int = 0
-    batch_size: int = 2
-    checkpoint_every: int = 100
+    deepspeed_config: str = "configs/deepspeed/zero2_cpu.json"  # relative to the working dir or the repo root
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # replaces the JSON's bf16/fp16 sections
+    zero_stage: int | None = None  # None = the stage in deepspeed_config; 0-2 override it
+    batch_size: int = 2  # per rank (DeepSpeed's micro batch); the global batch is batch_size x world size
+    checkpoint_every: int = 100  # optimizer steps; checkpoints are also written at the end of every stage
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk; 0 = keep all
     log_every: int = 25
+    sync_timing: bool = False  # synchronise the device around each step so per-step timings are exact
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
 
 
@@ -168,6 +170,28 @@ class MetricsConfig:
     msssim_weights: tuple[float, ...] = (0.0448, 0.2856, 0.3001)
     msssim_kernel: tuple[int, int, int] = (5, 5, 3)
     metrics: tuple[str, ...] = ("fid", "kid", "mmd", "mmd_rbf", "psnr", "ms_ssim", "mask_fidelity", "memorisation")
+    seed: int = 0  # bootstrap resamples, KID subsets and fixed-n draws
+    fixed_n_draws: int = 20  # subsamples averaged for the fixed-sample-size FID/KID; fixed_n=0 disables them
+    fid_method: Literal["sqrtm", "svd"] = "sqrtm"  # point estimate; bootstrap draws use the exact svd identity
+    msssim_sigma: float = 1.5  # Gaussian kernel standard deviation, voxels (all axes)
+    msssim_data_range: float | None = None  # None = the data range of the real volume
+    fidelity_classes: tuple[str, ...] = ("cavity", "wall")  # label 1 and label 2 of the conditioning map
+    memorisation_percentile: float = 5.0  # of real-to-real nearest-neighbour distances
+
+    def __post_init__(self) -> None:
+        # messages start at the field name: the loader prefixes the section path ("metrics.")
+        if self.kid_subset_size < 2 or self.kid_subsets < 1:
+            raise ConfigError(f"kid_subset_size: needs >= 2 with kid_subsets >= 1, got {self.kid_subset_size}")
+        if self.fixed_n != 0 and (self.fixed_n < 2 or self.fixed_n_draws < 1):
+            raise ConfigError(f"fixed_n: {self.fixed_n} must be 0 (off) or >= 2 with fixed_n_draws >= 1")
+        if self.bootstrap < 0:
+            raise ConfigError(f"bootstrap: {self.bootstrap} must be >= 0 (0 = no confidence intervals)")
+        if not 0.0 < self.memorisation_percentile < 100.0:
+            raise ConfigError(f"memorisation_percentile: {self.memorisation_percentile} must be in (0, 100)")
+        if len(self.msssim_weights) < 1 or any(w <= 0 for w in self.msssim_weights):
+            raise ConfigError(f"msssim_weights: {self.msssim_weights} must be one or more positive exponents")
+        if any(k < 1 or k % 2 == 0 for k in self.msssim_kernel):
+            raise ConfigError(f"msssim_kernel: {self.msssim_kernel} must be odd sizes >= 1 per axis")
 
 
 @dataclass(kw_only=True)
@@ -332,7 +356,13 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{exc}") from None
+        # __post_init__ checks name their key as "<section>.<key>"; complete that to the full path
+        msg, head = str(exc), prefix.rsplit(".", 1)
+        if prefix and msg.startswith(head[-1] + "."):
+            msg = f"{head[0]}.{msg}" if len(head) == 2 else msg
+        elif prefix:
+            msg = f"{prefix}.{msg}"
+        raise ConfigError(msg) from None
 
 
 def _build_registry(value: Any, path: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def test_overrides_apply_and_coerce():
         ("preprocess.shpe=[1,2,3]", r"preprocess\.shpe: unknown key; allowed keys here: .*shape"),
         ("cluster.executor=slurmm", r"cluster\.executor: 'slurmm' is not one of the allowed choices: 'debug'"),
         ("composite.k=abc", r"composite\.k: expected an integer"),
-        ("composite.k=12", r"composite\.k: 12 is outside the allowed range 2\.\.10"),
+        ("composite.k=12", r"^composite\.k: 12 is outside the allowed range 2\.\.10"),
         ("preprocess.shape=[1,2]", r"preprocess\.shape: expected 3 values"),
         ("train.batch_size=true", r"train\.batch_size: expected an integer"),
         ("nosuchsection.x=1", r"nosuchsection: unknown key"),

@@ -1,0 +1,134 @@
+"""The image-quality job: every selected metric for one generator run, as per-case rows and a summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.config import MetricsConfig
+from benchmark.data.io import load_volume
+from benchmark.errors import ConfigError, DataError
+from benchmark.metrics import METRICS
+from benchmark.metrics.context import EvalContext, SegmentFn
+
+COLUMNS = ["case_id", "metric", "value", "backbone"]
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def evaluate_generator(
+    real: dict[str, np.ndarray],
+    synthetic: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    train_real: dict[str, np.ndarray],
+    cfg: MetricsConfig,
+    *,
+    cache_dir: str | Path | None,
+    segment_fn: SegmentFn | None = None,
+    out_dir: str | Path | None = None,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Compute the metrics named in ``cfg.metrics``.
+
+    Args:
+        real: case id -> real volume; ``synthetic[id]`` is paired with ``real[id]`` (PSNR, MS-SSIM), and the whole
+            set is the real distribution for FID/KID/MMD.
+        synthetic: case id -> synthetic volume.
+        labels: case id -> the label map that conditioned ``synthetic[id]`` (mask fidelity).
+        train_real: case id -> real training volume of the generator (memorisation).
+        cfg: the metrics section.
+        cache_dir: feature cache folder (None: no cache).
+        segment_fn: frozen real-only segmenter, volume -> label map; required by ``mask_fidelity``.
+        out_dir: when given, ``per_case.csv`` and ``summary.json`` are written there (atomically).
+        device: where the feature network runs.
+
+    Returns:
+        Per-case rows (columns case_id, metric, value, backbone) and the summary: metric name ->
+        {value, ci_low, ci_high, n, backbone, ...}.
+    """
+    unknown = [m for m in cfg.metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"metrics.metrics: unknown {unknown}; choices: {', '.join(METRICS)}")
+    if not synthetic:
+        raise DataError("synthetic volumes", "no synthetic volumes to evaluate")
+    ctx = EvalContext(
+        real=real,
+        synthetic=synthetic,
+        labels=labels,
+        train_real=train_real,
+        cfg=cfg,
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        segment_fn=segment_fn,
+        device=device,
+    )
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
+    for name in cfg.metrics:
+        out = METRICS[name](ctx)
+        rows += out.rows
+        summary.update(out.summary)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if out_dir is not None:
+        write_results(frame, summary, out_dir)
+    return frame, summary
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None  # strict JSON has no inf/NaN
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``per_case.csv`` and ``summary.json`` into ``out_dir`` (each written to a temp name, then renamed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "per_case.csv", out / "summary.json"
+    _atomic_write(csv_path, frame.to_csv(index=False))
+    _atomic_write(json_path, json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
+    return csv_path, json_path
+
+
+def case_id_of(path: Path) -> str:
+    """File name without its NIfTI suffix."""
+    for suffix in NIFTI_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def load_nifti_dir(folder: str | Path, *, dtype: type = np.float32) -> dict[str, np.ndarray]:
+    """All ``*.nii.gz`` / ``*.nii`` files of a folder as case id (file name without suffix) -> 3D array.
+
+    Args:
+        folder: the folder.
+        dtype: array dtype (float32 for images; pass np.int64 for label maps).
+
+    Returns:
+        The volumes by case id. ``load_volume`` checks each file (3D, finite, geometry) and names it on error.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "folder not found")
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+    if not files:
+        raise DataError(folder, "holds no .nii/.nii.gz files")
+    return {case_id_of(path): load_volume(path).array.astype(dtype) for path in files}
