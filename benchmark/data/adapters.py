@@ -1,0 +1,376 @@
+"""Dataset adapters: every public layout is converted into the internal layout (``benchmark.data.manifest``).
+
+Supported layouts (``data.kind``):
+
+- ``phantom``: the embedded procedural dataset (``benchmark.data.phantom``).
+- ``la2018``: the 2018 Atrial Segmentation Challenge, ``<root>/<split?>/<case>/lgemri.nrrd`` with ``laendo.nrrd``
+  (0/255) and, for some cases, ``lawall.nrrd``; every folder holding an ``lgemri.nrrd`` is a case. Its voxels are
+  0.625 mm isotropic, which is the default ``expected_spacing``.
+- ``msd``: Medical Segmentation Decathlon Task02_Heart, ``imagesTr/la_003.nii.gz`` + ``labelsTr/la_003.nii.gz``
+  (the ``training`` list of ``dataset.json`` when present; macOS ``._*`` files are ignored).
+- ``lascarqs``: ``<case>/enhanced.nii.gz`` + ``atriumSegImgMO.nii.gz`` (cavity stored as 1, 255 or 420).
+- ``nnunet``: nnU-Net raw, ``DatasetXXX_Name/imagesTr/<case>_0000.nii.gz`` + ``labelsTr/<case>.nii.gz`` with
+  ``dataset.json``; labels 0 background, 1 LA cavity and optionally 2 LA wall. ``data.root`` may point at the
+  ``DatasetXXX_Name`` folder or at a folder holding exactly one dataset.
+
+Patients: by default every scan is its own patient. A ``patients.csv`` in the dataset root with the columns
+``case_id,patient_id`` maps scans to patients (e.g. pre/post-ablation scans of one person); it must name every case.
+
+Checks (each a ``DataError`` naming the file): missing or unreadable files, image/label shape or spacing mismatch,
+label values outside the layout's set, an empty cavity, implausible spacing (outside 0.05..20 mm), and the same
+scan twice (identical file bytes or identical voxels). A header with identity spacing where the dataset is known to
+differ (``data.expected_spacing``) is a warning; ``data.spacing_override`` then replaces the spacing of such files.
+
+Wall: an expert wall mask is used where the layout has one. Otherwise ``data.wall_mode`` decides: ``derive`` draws
+a shell of ``data.wall_thickness_mm`` around the cavity (``phantom.wall_shell``), ``cavity_only`` writes no wall
+label (also dropping expert walls, so every case is labelled alike), ``expert`` fails for a case without one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.config import DataConfig, config_hash, to_dict
+from benchmark.data.io import (
+    BINARY_VALUES,
+    LABEL_VALUES,
+    building,
+    load_label,
+    load_volume,
+    save_nifti,
+    verified_manifest,
+)
+from benchmark.data.manifest import Case, Manifest, sha256_file
+from benchmark.data.phantom import generate_phantom, wall_shell
+from benchmark.errors import ConfigError, DataError
+
+ADAPTER_VERSION = 1
+PATIENTS_CSV = "patients.csv"
+LASCARQS_VALUES: dict[int, int] = {0: 0, 1: 1, 255: 1, 420: 1}
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    """One scan as found in a public layout."""
+
+    case_id: str
+    image: Path
+    label: Path
+    wall: Path | None = None  # where an expert wall mask lives (or would live) for this layout
+    label_values: Mapping[int, int] = field(default_factory=lambda: dict(BINARY_VALUES))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A public layout: how to find its cases and what is known about its voxels."""
+
+    name: str
+    discover: Callable[[Path], list[SourceCase]]
+    expected_spacing: tuple[float, float, float] | None = None
+
+    def __call__(self, data: DataConfig, out_dir: str | Path) -> Manifest:
+        return convert(self, data, out_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# discovery, one function per layout
+
+
+def _unique(cases: list[SourceCase]) -> list[SourceCase]:
+    seen: dict[str, Path] = {}
+    for c in cases:
+        if not _CASE_ID.match(c.case_id):
+            raise DataError(c.image, f"case id {c.case_id!r} is not a safe file name")
+        if c.case_id in seen:
+            raise DataError(c.image, f"case id {c.case_id!r} also used by {seen[c.case_id]}")
+        seen[c.case_id] = c.image
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def _dataset_dir(root: Path, pattern: str) -> Path:
+    """``root`` itself if it holds ``imagesTr/``, else its single sub-folder matching ``pattern`` that does."""
+    if (root / "imagesTr").is_dir():
+        return root
+    found = sorted(d for d in root.glob(pattern) if (d / "imagesTr").is_dir())
+    if len(found) != 1:
+        names = ", ".join(d.name for d in found) or "none"
+        raise DataError(root, f"expected one dataset folder with imagesTr/ (found: {names}); point data.root at it")
+    return found[0]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"unreadable dataset.json ({exc})") from None
+
+
+def discover_la2018(root: Path) -> list[SourceCase]:
+    """Every folder with an ``lgemri.nrrd`` is a case named after the folder."""
+    return _unique(
+        [
+            SourceCase(case_id=p.parent.name, image=p, label=p.parent / "laendo.nrrd", wall=p.parent / "lawall.nrrd")
+            for p in sorted(root.rglob("lgemri.nrrd"))
+        ]
+    )
+
+
+def discover_msd(root: Path) -> list[SourceCase]:
+    """``imagesTr``/``labelsTr`` pairs, from ``dataset.json``'s training list when there is one."""
+    root = _dataset_dir(root, "Task*")
+    meta = root / "dataset.json"
+    if meta.is_file():
+        entries = _read_json(meta).get("training", [])
+        pairs = [(root / e["image"], root / e["label"]) for e in entries if "image" in e and "label" in e]
+    else:
+        images = sorted(p for p in (root / "imagesTr").glob("*.nii.gz") if not p.name.startswith("._"))
+        pairs = [(p, root / "labelsTr" / p.name) for p in images]
+    return _unique([SourceCase(case_id=i.name.removesuffix(".nii.gz"), image=i, label=lab) for i, lab in pairs])
+
+
+def discover_lascarqs(root: Path) -> list[SourceCase]:
+    """Every folder with an ``enhanced.nii.gz`` is a case named after the folder."""
+    return _unique(
+        [
+            SourceCase(
+                case_id=p.parent.name,
+                image=p,
+                label=p.parent / "atriumSegImgMO.nii.gz",
+                label_values=LASCARQS_VALUES,
+            )
+            for p in sorted(root.rglob("enhanced.nii.gz"))
+        ]
+    )
+
+
+def _nnunet_values(meta: Path) -> dict[int, int]:
+    """Label values declared by dataset.json (v2 ``{"LA": 1}`` or v1 ``{"1": "LA"}``); 2 means LA wall."""
+    if not meta.is_file():
+        return dict(LABEL_VALUES)
+    labels = _read_json(meta).get("labels", {})
+    try:
+        if isinstance(labels, dict) and all(isinstance(v, int) for v in labels.values()):
+            values = {int(v) for v in labels.values()}
+        else:
+            values = {int(k) for k in labels}
+    except (TypeError, ValueError):
+        values = set()
+    if not values <= set(LABEL_VALUES) or 1 not in values:
+        raise DataError(meta, f"labels {labels!r} must be 0 background, 1 LA cavity and optionally 2 LA wall")
+    return {v: v for v in sorted(values | {0})}
+
+
+def discover_nnunet(root: Path) -> list[SourceCase]:
+    """``imagesTr/<case>_0000<ending>`` with ``labelsTr/<case><ending>`` (ending from dataset.json)."""
+    root = _dataset_dir(root, "Dataset*")
+    meta = root / "dataset.json"
+    ending = _read_json(meta).get("file_ending", ".nii.gz") if meta.is_file() else ".nii.gz"
+    values = _nnunet_values(meta)
+    cases = []
+    for p in sorted((root / "imagesTr").glob(f"*_0000{ending}")):
+        if p.name.startswith("._"):
+            continue
+        case_id = p.name.removesuffix(f"_0000{ending}")
+        cases.append(SourceCase(case_id, p, root / "labelsTr" / f"{case_id}{ending}", label_values=values))
+    return _unique(cases)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# conversion
+
+
+def _patients(root: Path, case_ids: list[str]) -> dict[str, str]:
+    file = root / PATIENTS_CSV
+    if not file.is_file():
+        return {c: c for c in case_ids}
+    try:
+        with open(file, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(file, f"unreadable ({exc})") from None
+    if not rows or not {"case_id", "patient_id"} <= set(rows[0]):
+        raise DataError(file, "needs the columns case_id,patient_id")
+    mapping: dict[str, str] = {}
+    for row in rows:
+        case, patient = (row["case_id"] or "").strip(), (row["patient_id"] or "").strip()
+        if not case or not patient or mapping.get(case, patient) != patient:
+            raise DataError(file, f"bad or conflicting row {row}")
+        mapping[case] = patient
+    missing = [c for c in case_ids if c not in mapping]
+    if missing:
+        raise DataError(file, f"no patient_id for case(s) {', '.join(missing[:10])}")
+    return {c: mapping[c] for c in case_ids}
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def _geometry(vol, data: DataConfig, expected) -> np.ndarray:
+    """The affine to write: identity-spacing headers are flagged (and overridden when asked), then checked."""
+    affine = vol.affine.copy()
+    spacing = np.asarray(vol.spacing)
+    identity = np.allclose(spacing, 1.0, atol=1e-6)
+    if identity and data.spacing_override is not None:
+        warnings.warn(
+            f"{vol.path}: header spacing is (1, 1, 1); using data.spacing_override {_fmt(data.spacing_override)}",
+            stacklevel=2,
+        )
+        affine[:3, :3] = affine[:3, :3] / spacing * np.asarray(data.spacing_override)
+    elif identity and expected is not None and not np.allclose(expected, 1.0):
+        warnings.warn(
+            f"{vol.path}: header spacing is (1, 1, 1) but this dataset's voxels are {_fmt(expected)} mm; "
+            "distances would be in voxels: set data.spacing_override",
+            stacklevel=2,
+        )
+    elif expected is not None and not np.allclose(spacing, expected, rtol=0.05):
+        warnings.warn(f"{vol.path}: spacing {_fmt(spacing)} differs from expected {_fmt(expected)}", stacklevel=2)
+    elif not vol.has_geometry:
+        warnings.warn(
+            f"{vol.path}: header has no geometry; spacing {_fmt(spacing)} mm and RAS axes are assumed", stacklevel=2
+        )
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing < 0.05) or np.any(spacing > 20.0):
+        raise DataError(vol.path, f"implausible voxel spacing {_fmt(spacing)} mm (expected 0.05..20)")
+    return affine
+
+
+def _same_grid(src: SourceCase, image, other, what: str) -> None:
+    if image.array.shape != other.array.shape:
+        raise DataError(
+            other.path, f"{what} shape {other.array.shape} does not match image {src.image} shape {image.array.shape}"
+        )
+    if not np.allclose(image.spacing, other.spacing, rtol=1e-3):
+        raise DataError(other.path, f"{what} spacing {other.spacing} does not match image {src.image} {image.spacing}")
+
+
+def _wall(src: SourceCase, label, cavity: np.ndarray, image, data: DataConfig, spacing) -> np.ndarray:
+    if data.wall_mode == "cavity_only":
+        return np.zeros_like(cavity)
+    if src.wall is not None and src.wall.exists():
+        wall = load_label(src.wall, BINARY_VALUES)
+        _same_grid(src, image, wall, "wall mask")
+        return (wall.array == 1) & ~cavity
+    if 2 in src.label_values.values() and src.label_values.get(2) == 2:
+        return label.array == 2
+    if data.wall_mode == "expert":
+        raise DataError(src.wall or src.label, "data.wall_mode='expert' but this case has no wall mask")
+    return wall_shell(cavity, spacing, data.wall_thickness_mm)[0]
+
+
+def convert_case(src: SourceCase, data: DataConfig, expected, out: Path, patient: str) -> tuple[Case, str]:
+    """Check and convert one scan into ``out``; returns the case and a hash of its voxels (for duplicates)."""
+    image = load_volume(src.image)
+    label = load_label(src.label, src.label_values)
+    _same_grid(src, image, label, "label")
+    affine = _geometry(image, data, expected)
+    spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    cavity = label.array == 1
+    if not cavity.any():
+        raise DataError(src.label, "empty cavity mask: no voxel is labelled LA cavity")
+    wall = _wall(src, label, cavity, image, data, spacing)
+    merged = cavity.astype(np.uint8)
+    merged[wall] = 2
+    # integer scans (LA 2018 is uint8) are written back in their own type: lossless and 4x smaller than float32
+    stored = image.array.astype(image.stored_dtype) if image.stored_dtype.kind in "iu" else image.array
+    img_path = save_nifti(out / "images" / f"{src.case_id}.nii.gz", stored, affine)
+    lab_path = save_nifti(out / "labels" / f"{src.case_id}.nii.gz", merged, affine)
+    case = Case(
+        case_id=src.case_id,
+        patient_id=patient,
+        image=f"images/{src.case_id}.nii.gz",
+        label=f"labels/{src.case_id}.nii.gz",
+        shape=tuple(int(v) for v in image.array.shape),
+        spacing=spacing,
+        sha256_image=sha256_file(img_path),
+        sha256_label=sha256_file(lab_path),
+        source=str(src.image),
+    )
+    return case, hashlib.sha256(np.ascontiguousarray(image.array).data).hexdigest()
+
+
+def _cache_key(layout: Layout, data: DataConfig, root: Path, cases: list[SourceCase]) -> str:
+    files = [root / PATIENTS_CSV, root / "dataset.json"]
+    files += [p for c in cases for p in (c.image, c.label, c.wall) if p is not None]
+    stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()]
+    settings = {k: v for k, v in to_dict(data).items() if k not in ("phantom", "cache_dir")}
+    return config_hash({"version": ADAPTER_VERSION, "layout": layout.name, "settings": settings, "files": stamp})
+
+
+def convert(layout: Layout, data: DataConfig, out_dir: str | Path) -> Manifest:
+    """Convert a public dataset into the internal layout under ``out_dir`` (cached).
+
+    Args:
+        layout: the public layout.
+        data: the data section (root, spacing checks, wall mode).
+        out_dir: the cache folder; the dataset goes to ``<out_dir>/<layout>_<hash>`` (hash of the settings and
+            of the source files' names, sizes and times), built in a temp folder and renamed when complete.
+
+    Returns:
+        The converted dataset's ``Manifest``.
+    """
+    if data.root is None:
+        raise ConfigError(f"data.root: required for data.kind={layout.name!r}")
+    root = Path(data.root).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    sources = layout.discover(root)
+    if not sources:
+        raise DataError(root, f"no cases found for the {layout.name!r} layout (see benchmark/data/adapters.py)")
+    final = Path(out_dir) / f"{layout.name}_{_cache_key(layout, data, root, sources)}"
+    cached = verified_manifest(final)
+    if cached is not None:
+        return cached
+    patients = _patients(root, [s.case_id for s in sources])
+    expected = data.expected_spacing or layout.expected_spacing
+    with building(final) as tmp:
+        cases, seen_file, seen_voxels = [], {}, {}
+        for src in sources:
+            file_hash = sha256_file(src.image) if src.image.is_file() else None
+            if file_hash is not None and file_hash in seen_file:
+                raise DataError(src.image, f"duplicate scan: same file bytes as {seen_file[file_hash]}")
+            case, voxel_hash = convert_case(src, data, expected, tmp, patients[src.case_id])
+            if voxel_hash in seen_voxels:
+                raise DataError(src.image, f"duplicate scan: same voxels as {seen_voxels[voxel_hash]}")
+            seen_file[file_hash], seen_voxels[voxel_hash] = src.image, src.image
+            cases.append(case)
+        Manifest(root=tmp, dataset=layout.name, cases=tuple(cases)).save()
+    return Manifest.load(final)
+
+
+def _phantom(data: DataConfig, out_dir: str | Path) -> Manifest:
+    return generate_phantom(data.phantom, out_dir)
+
+
+ADAPTERS: dict[str, Callable[[DataConfig, str | Path], Manifest]] = {
+    "phantom": _phantom,
+    "la2018": Layout("la2018", discover_la2018, expected_spacing=(0.625, 0.625, 0.625)),
+    "msd": Layout("msd", discover_msd),
+    "lascarqs": Layout("lascarqs", discover_lascarqs),
+    "nnunet": Layout("nnunet", discover_nnunet),
+}
+
+
+def import_dataset(data: DataConfig, out_dir: str | Path) -> Manifest:
+    """Bring the configured dataset into the internal layout.
+
+    Args:
+        data: the data section; ``data.kind`` picks the adapter.
+        out_dir: the cache folder (``data.cache_dir``).
+
+    Returns:
+        The dataset's ``Manifest`` (images, labels 0/1/2, patient ids, checksums).
+    """
+    if data.kind not in ADAPTERS:
+        raise ConfigError(f"data.kind: {data.kind!r} is not one of {', '.join(ADAPTERS)}")
+    return ADAPTERS[data.kind](data, out_dir)
