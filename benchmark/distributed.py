@@ -1,0 +1,206 @@
+"""Process-group set-up: the only module in the suite that initialises ``torch.distributed``.
+
+The rank, local rank and world size come from, in this order of precedence:
+
+1. torchrun (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``);
+2. submitit (``SUBMITIT_EXECUTOR`` set; ``submitit.helpers.TorchDistributedEnvironment`` reads the job);
+3. Slurm (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``; the master is the first host of
+   ``SLURM_JOB_NODELIST``, parsed without calling ``scontrol``);
+4. otherwise a single process (rank 0 of 1).
+
+The variables torchrun would set are exported before the group is created, so DeepSpeed (which insists on
+``LOCAL_RANK``) and ``init_method="env://"`` see the same values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from benchmark.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the job.
+
+    Args:
+        rank: global rank.
+        local_rank: rank on this node (selects the GPU).
+        world_size: number of processes.
+        master_addr: host of rank 0.
+        master_port: rendezvous port on ``master_addr``.
+        source: ``"torchrun"``, ``"submitit"``, ``"slurm"`` or ``"single"``.
+    """
+
+    rank: int
+    local_rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+    source: str
+
+
+def first_host(nodelist: str) -> str:
+    """First host name of a Slurm node list such as ``"gpu[003-005,009],cpu1"`` (-> ``"gpu003"``).
+
+    Args:
+        nodelist: the value of ``SLURM_JOB_NODELIST``.
+
+    Returns:
+        The first host name, zero padding kept.
+    """
+    match = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?([^,]*)", nodelist.strip())
+    if match is None or not (match.group(1) or match.group(2)):
+        raise ConfigError(f"SLURM_JOB_NODELIST: cannot parse {nodelist!r}")
+    prefix, ranges, suffix = match.group(1), match.group(2), match.group(3)
+    if ranges is None:
+        return prefix + suffix
+    first = ranges.split(",")[0].split("-")[0]
+    return f"{prefix}{first}{suffix}"
+
+
+def _int_env(env: Mapping[str, str], key: str) -> int:
+    try:
+        return int(env[key])
+    except ValueError:
+        raise ConfigError(f"{key}: expected an integer, got {env[key]!r}") from None
+
+
+def _slurm_port(env: Mapping[str, str]) -> int:
+    if "MASTER_PORT" in env:
+        return _int_env(env, "MASTER_PORT")
+    # every task of a job derives the same port from the job id without talking to the others
+    job_id = env.get("SLURM_JOB_ID", "0")
+    return 20000 + int(job_id) % 20000 if job_id.isdigit() else 29500
+
+
+def detect_env(env: Mapping[str, str] | None = None) -> DistEnv:
+    """Read rank, local rank, world size and the rendezvous address from the environment.
+
+    Args:
+        env: the environment to read; ``os.environ`` when None.
+
+    Returns:
+        The ``DistEnv`` of this process (``source="single"`` outside any launcher).
+    """
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(
+            rank=_int_env(env, "RANK"),
+            local_rank=_int_env(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0,
+            world_size=_int_env(env, "WORLD_SIZE"),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=_int_env(env, "MASTER_PORT") if "MASTER_PORT" in env else 29500,
+            source="torchrun",
+        )
+    if env.get("SUBMITIT_EXECUTOR") and env is os.environ:
+        import submitit.helpers
+
+        tde = submitit.helpers.TorchDistributedEnvironment()
+        return DistEnv(
+            rank=tde.rank,
+            local_rank=tde.local_rank,
+            world_size=tde.world_size,
+            master_addr=tde.master_addr,
+            master_port=tde.master_port,
+            source="submitit",
+        )
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        return DistEnv(
+            rank=_int_env(env, "SLURM_PROCID"),
+            local_rank=_int_env(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0,
+            world_size=_int_env(env, "SLURM_NTASKS"),
+            master_addr=first_host(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "127.0.0.1"))),
+            master_port=_slurm_port(env),
+            source="slurm",
+        )
+    return DistEnv(rank=0, local_rank=0, world_size=1, master_addr="127.0.0.1", master_port=29500, source="single")
+
+
+def _export(denv: DistEnv) -> None:
+    os.environ.setdefault("LOCAL_RANK", str(denv.local_rank))  # DeepSpeed asserts it exists
+    if denv.source == "single":
+        return  # a lone process must not look like a torchrun rank to later detect_env calls
+    values = {
+        "RANK": denv.rank,
+        "LOCAL_RANK": denv.local_rank,
+        "WORLD_SIZE": denv.world_size,
+        "MASTER_ADDR": denv.master_addr,
+        "MASTER_PORT": denv.master_port,
+    }
+    for key, value in values.items():
+        os.environ.setdefault(key, str(value))
+
+
+def init_distributed(backend: str | None = None) -> DistEnv:
+    """Create the default process group once (later calls return the same ``DistEnv``).
+
+    A single process also gets a (one-member) group, backed by an in-memory store, so DeepSpeed and
+    collective calls work unchanged without a launcher.
+
+    Args:
+        backend: ``"gloo"`` or ``"nccl"``; None picks NCCL when CUDA is available, else gloo.
+
+    Returns:
+        The ``DistEnv`` of this process.
+    """
+    denv = detect_env()
+    _export(denv)
+    if dist.is_initialized():
+        return denv
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(denv.local_rank % torch.cuda.device_count())
+    if denv.world_size == 1:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    else:
+        dist.init_process_group(backend, init_method="env://", rank=denv.rank, world_size=denv.world_size)
+    return denv
+
+
+def get_rank() -> int:
+    """Global rank (0 when no group exists)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 when no group exists)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """True on global rank 0 (and in a single process)."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank; a no-op without a group of more than one process."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Average ``tensor`` in place over all ranks (unchanged in a single process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor.div_(dist.get_world_size())
+    return tensor
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> None:
+    """Copy ``tensor`` from rank ``src`` to every rank (no-op in a single process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(tensor, src=src)
+
+
+def cleanup() -> None:
+    """Destroy the default process group if one exists."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,299 @@
+"""The one training loop: every generator and the segmenter are trained by ``fit``.
+
+``fit`` runs a ``Trainable``'s stages in order. ``train.engine`` selects how a network is stepped: plain
+PyTorch (gradients averaged over ranks by hand when there is more than one) or one DeepSpeed engine per
+network (ZeRO stage and precision from ``train``/``train.deepspeed_config``). Both give the model the same
+``StepContext``, so model code never touches torch.distributed or deepspeed, and nothing here looks at a
+model's name or type.
+
+Determinism: the batch RNG handed to ``batch_fn`` and the context's ``torch.Generator`` are re-seeded every
+step from (seed, rank, stage index, step); the global python/numpy/torch RNGs are seeded once from
+(seed, rank) and checkpointed. A run resumed from a checkpoint therefore sees exactly the batches and noise
+an uninterrupted one would and (on the CPU, fp32) produces bit-identical losses.
+
+Checkpoints are folders ``out_dir/checkpoints/ckpt-<global step>/`` (see ``benchmark.checkpoint``), written
+under a ``.tmp`` name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark import checkpoint as ckpt
+from benchmark import distributed
+from benchmark.config import TrainConfig
+from benchmark.engine_backends import DeepSpeedContext, TorchContext
+from benchmark.errors import ConfigError, TrainingError
+from benchmark.generators.base import Stage, Trainable
+from benchmark.tracking import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+
+BatchFn = Callable[[int, np.random.Generator], dict[str, torch.Tensor]]
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class StepTiming:
+    """Wall time of one optimisation step, split into waiting for data and computing.
+
+    ``compute_s`` ends after the losses were copied to the host (the NaN guard does this every step), so on a
+    GPU it already includes the device work of the step; ``train.sync_timing`` also synchronises before the
+    step starts so ``data_s`` excludes queued kernels of the previous step.
+    """
+
+    stage: str
+    step: int
+    data_s: float
+    compute_s: float
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns.
+
+    Args:
+        history: one dict per logged step: ``stage``, ``step`` (within the stage), ``global_step``,
+            ``steps_per_s`` and the losses averaged over the steps since the previous log line.
+        final_losses: the losses of the last step trained (restored from the checkpoint when nothing was left
+            to train).
+        steps: global optimizer steps completed over all stages (including those of resumed runs).
+        checkpoint: the newest checkpoint folder (None when none was written or found).
+        resumed_from: the checkpoint this call resumed from, if any.
+        timings: per-step timings of the steps this call trained (for throughput profiling).
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final_losses: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    checkpoint: Path | None = None
+    resumed_from: Path | None = None
+    timings: list[StepTiming] = field(default_factory=list)
+
+
+def _derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch (all devices) for ``(seed, rank)``.
+
+    Args:
+        seed: the run's seed.
+        rank: global rank; ranks get distinct streams.
+    """
+    value = _derive_seed(seed, rank)
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+
+
+def _resolve_stages(model: Trainable, stage_steps: dict[str, int] | None) -> list[Stage]:
+    stages = list(model.stages())
+    names = [s.name for s in stages]
+    for key in stage_steps or {}:
+        if key not in names:
+            raise ConfigError(f"stage_steps.{key}: unknown stage; stages of this model: {', '.join(names)}")
+    for stage in stages:
+        for net in stage.networks:
+            if net not in model.networks:
+                raise ConfigError(f"stage {stage.name!r}: network {net!r} is not one of {sorted(model.networks)}")
+    overrides = stage_steps or {}
+    return [Stage(s.name, s.networks, int(overrides.get(s.name, s.steps))) for s in stages]
+
+
+def _resolve_device(device: torch.device | str | None, local_rank: int) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _make_context(model: Trainable, stages: list[Stage], train: TrainConfig, device: torch.device, world: int):
+    steps_per_net: dict[str, int] = {}
+    for stage in stages:
+        for name in stage.networks:
+            steps_per_net[name] = steps_per_net.get(name, 0) + stage.steps
+    if train.engine == "deepspeed":
+        return DeepSpeedContext(model, steps_per_net, train, device, world)
+    if train.engine == "torch":
+        return TorchContext(model, steps_per_net, train, device, world)
+    raise ConfigError(f"train.engine: {train.engine!r} is not one of 'torch', 'deepspeed'")
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _check_losses(losses: dict[str, torch.Tensor], stage: Stage, step: int) -> dict[str, float]:
+    if not losses:
+        raise TrainingError(f"stage {stage.name!r} step {step}: train_step returned no losses")
+    names = list(losses)
+    # one host copy for all losses: a single device sync per step
+    values = torch.stack([losses[n].detach().float().reshape(()) for n in names]).cpu().tolist()
+    for name, value in zip(names, values, strict=True):
+        if not np.isfinite(value):
+            raise TrainingError(f"stage {stage.name!r} step {step}: loss {name!r} is {value} (not finite)")
+    return dict(zip(names, values, strict=True))
+
+
+def _sync(device: torch.device, enabled: bool) -> None:
+    if enabled and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Progress:
+    """Averages losses between log lines and reports them (log + tracker)."""
+
+    def __init__(self, every: int, tracker: Tracker, main: bool):
+        self.every, self.tracker, self.main = max(1, every), tracker, main
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, stage: Stage, step: int, global_step: int, values: dict[str, float]) -> dict[str, Any] | None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        if (step + 1) % self.every and step + 1 != stage.steps:
+            return None
+        elapsed = time.perf_counter() - self.t0
+        means = {k: v / self.count for k, v in self.sums.items()}
+        entry = {"stage": stage.name, "step": step + 1, "global_step": global_step, **means}
+        entry["steps_per_s"] = self.count / elapsed if elapsed > 0 else float("inf")
+        if self.main:
+            text = " ".join(f"{k}={v:.4g}" for k, v in means.items())
+            log.info("%s %d/%d %s (%.2f steps/s)", stage.name, step + 1, stage.steps, text, entry["steps_per_s"])
+            metrics = {f"{stage.name}/{k}": v for k, v in means.items()}
+            metrics[f"{stage.name}/steps_per_s"] = entry["steps_per_s"]
+            self.tracker.log_metrics(metrics, step=global_step)
+        self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
+        return entry
+
+
+def _set_stage_modes(ctx: Any, model: Trainable, stage: Stage) -> None:
+    for name, net in model.networks.items():
+        trained = name in stage.networks
+        ctx.set_requires_grad(name, trained)
+        net.train(trained)
+
+
+def fit(
+    model: Trainable,
+    batch_fn: BatchFn,
+    *,
+    train: TrainConfig,
+    out_dir: Path,
+    seed: int,
+    tracker: Tracker | None = None,
+    resume: bool = True,
+    device: torch.device | None = None,
+    stage_steps: dict[str, int] | None = None,
+) -> FitResult:
+    """Train ``model`` through all its stages, with checkpoints, resume, NaN guard and progress.
+
+    Args:
+        model: the ``Trainable`` (its networks are moved to ``device``).
+        batch_fn: ``batch_fn(step, rng)`` returns one batch for this rank; ``rng`` is seeded from
+            (seed, rank, stage index, step).
+        train: engine settings (engine, precision, ZeRO stage, checkpoint/log intervals).
+        out_dir: run folder; checkpoints go to ``out_dir/checkpoints``.
+        seed: the run's seed.
+        tracker: receives the logged losses (on rank 0 only); None records nothing.
+        resume: continue from the newest checkpoint in ``out_dir/checkpoints`` if there is one.
+        device: None picks ``cuda:<local rank>`` when CUDA is available, else the CPU.
+        stage_steps: per-stage step counts replacing ``Stage.steps`` (tests, profiling).
+
+    Returns:
+        A ``FitResult``. Raises ``TrainingError`` on a non-finite loss (naming stage, step and loss),
+        ``CheckpointError`` on a corrupt, foreign or mismatched checkpoint (nothing is written then).
+    """
+    denv = distributed.detect_env()
+    device = _resolve_device(device, denv.local_rank)
+    if train.engine == "deepspeed" or denv.world_size > 1:
+        distributed.init_distributed("nccl" if device.type == "cuda" else "gloo")
+    rank = distributed.get_rank()
+    if train.threads > 0:
+        torch.set_num_threads(train.threads)
+    stages = _resolve_stages(model, stage_steps)
+    for net in model.networks.values():
+        net.to(device)
+    seed_everything(seed, rank)
+    ctx = _make_context(model, stages, train, device, distributed.get_world_size())
+    tracker = tracker if tracker is not None and rank == 0 else NullTracker()
+    run = _Run(model, ctx, train, Path(out_dir) / "checkpoints", seed, rank, tracker)
+    start_stage, start_step = run.resume() if resume else (0, 0)
+    for si in range(start_stage, len(stages)):
+        first = start_step if si == start_stage else 0
+        if first < stages[si].steps:
+            run.run_stage(batch_fn, si, stages[si], first)
+    ctx.finish()
+    return run.result
+
+
+class _Run:
+    """The state of one ``fit`` call: context, progress, checkpoint folder and the result being built."""
+
+    def __init__(self, model: Trainable, ctx: Any, train: TrainConfig, root: Path, seed: int, rank: int, tracker):
+        self.model, self.ctx, self.train, self.root, self.seed, self.rank = model, ctx, train, root, seed, rank
+        self.layout = ckpt.model_layout(model.networks)
+        self.progress = _Progress(train.log_every, tracker, rank == 0)
+        self.result = FitResult()
+        self.amp = _AMP_DTYPES.get(train.precision)
+
+    def resume(self) -> tuple[int, int]:
+        latest = ckpt.find_latest(self.root)
+        if latest is None:
+            return 0, 0
+        state = ckpt.load(latest, self.ctx, self.model, self.layout, self.rank)
+        res = self.result
+        res.history, res.final_losses = list(state["history"]), dict(state["final_losses"])
+        res.steps, res.checkpoint, res.resumed_from = state["global_step"], latest, latest
+        if self.rank == 0:
+            log.info("resumed from %s (stage %d, step %d)", latest, state["stage_index"], state["step"])
+        return state["stage_index"], state["step"]
+
+    def run_stage(self, batch_fn: BatchFn, si: int, stage: Stage, first: int) -> None:
+        _set_stage_modes(self.ctx, self.model, stage)
+        every = self.train.checkpoint_every
+        for step in range(first, stage.steps):
+            values = self._step(batch_fn, si, stage, step)
+            res = self.result
+            res.steps += 1
+            res.final_losses = values
+            entry = self.progress.update(stage, step, res.steps, values)
+            if entry is not None:
+                res.history.append(entry)
+            if step + 1 == stage.steps or (every > 0 and (step + 1) % every == 0):
+                meta = {"stage_index": si, "stage_name": stage.name, "step": step + 1, "global_step": res.steps}
+                meta |= {"history": res.history, "final_losses": values}
+                res.checkpoint = ckpt.save(
+                    self.root, self.ctx, self.model, self.layout, meta, self.train.keep_checkpoints
+                )
+
+    def _step(self, batch_fn: BatchFn, si: int, stage: Stage, step: int) -> dict[str, float]:
+        ctx, device = self.ctx, self.ctx.device
+        _sync(device, self.train.sync_timing)
+        t0 = time.perf_counter()
+        batch = _to_device(batch_fn(step, np.random.default_rng([self.seed, self.rank, si, step])), device)
+        t1 = time.perf_counter()
+        ctx.step = step
+        ctx.generator.manual_seed(_derive_seed(self.seed, self.rank, si, step, 1))
+        amp = torch.autocast(device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
+        with amp:
+            losses = self.model.train_step(ctx, stage, batch)
+        values = _check_losses(losses, stage, step)
+        _sync(device, self.train.sync_timing)
+        self.result.timings.append(StepTiming(stage.name, step, t1 - t0, time.perf_counter() - t1))
+        return values

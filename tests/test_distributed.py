@@ -1,0 +1,118 @@
+"""Rank detection from launcher environments, and a real two-rank DeepSpeed ZeRO-2 run on gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from benchmark.distributed import detect_env, first_host
+from benchmark.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_torchrun_env_wins():
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "1234"}
+    env |= {"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}  # torchrun inside an allocation: torchrun's view counts
+    denv = detect_env(env)
+    assert (denv.rank, denv.local_rank, denv.world_size, denv.master_addr, denv.master_port) == (3, 1, 4, "n1", 1234)
+    assert denv.source == "torchrun"
+
+
+def test_slurm_env():
+    env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[007-010,12]"}
+    env["SLURM_JOB_ID"] = "123456"
+    denv = detect_env(env)
+    assert (denv.rank, denv.local_rank, denv.world_size, denv.master_addr) == (5, 1, 8, "gpu007")
+    assert denv.master_port == 20000 + 123456 % 20000 and denv.source == "slurm"
+
+
+def test_single_process_env():
+    denv = detect_env({})
+    assert (denv.rank, denv.world_size, denv.source) == (0, 1, "single")
+
+
+@pytest.mark.parametrize(
+    ("nodelist", "host"),
+    [("node1", "node1"), ("cn[03-05]", "cn03"), ("a[1,4-6],b2", "a1"), ("x-[09-11]-ib", "x-09-ib"), ("h1,h2", "h1")],
+)
+def test_first_host(nodelist, host):
+    assert first_host(nodelist) == host
+
+
+def test_bad_rank_value():
+    with pytest.raises(ConfigError, match="SLURM_PROCID: expected an integer"):
+        detect_env({"SLURM_PROCID": "x", "SLURM_NTASKS": "2"})
+
+
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from benchmark import distributed
+    from benchmark.config import TrainConfig
+    from benchmark.generators import GENERATORS
+    from benchmark.generators.train import train_generator
+
+    out = sys.argv[1]
+    rng = np.random.default_rng(0)
+    labels = [rng.integers(0, 4, (32, 32, 16)).astype(np.uint8) for _ in range(8)]
+    images = [lab.astype(np.float32) / 3 for lab in labels]
+    report = {}
+    for engine, zero in (("deepspeed", 2), ("torch", None)):
+        train = TrainConfig(engine=engine, zero_stage=zero, batch_size=1, log_every=1, checkpoint_every=100)
+        model, result = train_generator(
+            "pix2pix3d", GENERATORS["pix2pix3d"].config_cls.tiny(), images, labels, num_classes=4, train=train,
+            out_dir=f"{out}/{engine}", seed=0, steps=3,
+        )
+        sums = {n: float(sum(p.detach().double().sum() for p in net.parameters()))
+                for n, net in model.networks.items()}
+        report[engine] = {"steps": result.steps, "sums": sums, "losses": [h["g_l1"] for h in result.history]}
+    rank = distributed.get_rank()
+    report["world"] = distributed.get_world_size()
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump(report, fh)
+    distributed.cleanup()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_ranks_deepspeed_zero2_agree(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_"))}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+    proc = subprocess.run(
+        [*cmd, str(script), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == ranks[1]["world"] == 2
+    ds = [r["deepspeed"] for r in ranks]
+    assert ds[0]["steps"] == ds[1]["steps"] == 3
+    assert ds[0]["sums"] == ds[1]["sums"]  # ZeRO-2 all-gathers the same updated weights on both ranks
+    assert ds[0]["losses"] != ds[1]["losses"]  # ...while each rank drew its own batches
+    # the torch engine averages gradients over ranks the way DeepSpeed does
+    torch_path = [r["torch"] for r in ranks]
+    assert torch_path[0]["sums"] == torch_path[1]["sums"]
+    assert torch_path[0]["losses"] == pytest.approx(ds[0]["losses"], rel=1e-5)
+    for name, value in ds[0]["sums"].items():
+        assert torch_path[0]["sums"][name] == pytest.approx(value, rel=1e-5)
+    assert (tmp_path / "deepspeed" / "checkpoints" / "ckpt-000000003" / "generator").is_dir()
