@@ -34,8 +34,13 @@ def main(argv):
     study = prepare_study(cfg)
     ids = study.plan.splits[args.split].train_cases
     arrays = study.arrays
-    scores = k_selection({c: arrays[c].image for c in ids}, {c: arrays[c].label for c in ids},
-                         range(args.kmin, args.kmax + 1), cfg.composite, sample=args.sample)
+    scores = k_selection(
+        {c: arrays[c].image for c in ids},
+        {c: arrays[c].label for c in ids},
+        range(args.kmin, args.kmax + 1),
+        cfg.composite,
+        sample=args.sample,
+    )
     out = Path(args.out) if args.out else study.root / "k_selection"
     out.mkdir(parents=True, exist_ok=True)
     write_table(scores, out / "k_selection")

@@ -61,10 +61,12 @@ class _InProcessJob:
 
     def __init__(self, fn: Callable[..., Any], args: tuple):
         self.job_id = "inproc"
+        self.seconds = time.time()
         try:
             self._result, self._error = fn(*args), None
         except Exception as exc:  # a job's failure is reported, never fatal for the sweep
             self._result, self._error = None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        self.seconds = time.time() - self.seconds
 
     def done(self) -> bool:
         return True
@@ -212,10 +214,12 @@ def _collect(state: _State, on_outcome: Callable[[Outcome], None] | None) -> Non
         if not job.done():
             continue
         del state.running[key]
+        seconds = getattr(job, "seconds", time.time() - start)
         try:
-            out = Outcome(key, "done", result=job.result(), seconds=time.time() - start)
+            result = job.results()[0] if getattr(job, "num_tasks", 1) > 1 else job.result()
+            out = Outcome(key, "done", result=result, seconds=seconds)
         except Exception as exc:  # submitit wraps the job's exception; keep its message
-            out = Outcome(key, "failed", error=str(exc).strip()[-2000:], seconds=time.time() - start)
+            out = Outcome(key, "failed", error=str(exc).strip()[-2000:], seconds=seconds)
         state.outcomes[key] = out
         if on_outcome is not None:
             on_outcome(out)

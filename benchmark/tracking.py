@@ -6,10 +6,18 @@ code never checks ranks or tracking settings.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmark.errors import TrackingError
+
+log = logging.getLogger(__name__)
 
 
 class Tracker:
@@ -127,8 +135,66 @@ def find_finished_run(uri: str, experiment_id: str, job_key: str, cfg_hash: str)
     return runs[0].info.run_id if runs else None
 
 
+_PERMANENT_CODES = frozenset({
+    "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE",
+    "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND", "INVALID_REQUEST",
+})  # fmt: skip
+_BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure worth retrying: the store is away or busy. A request MLflow refused as invalid is not."""
+    return getattr(exc, "error_code", None) not in _PERMANENT_CODES
+
+
+@contextlib.contextmanager
+def _own_retries(timeout: float):
+    """Turn off MLflow's own HTTP retries (up to ~4 min of blocking per call) while the tracker retries."""
+    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout)))}
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _send_op(client: Any, run_id: str, op: dict[str, Any]) -> None:
+    """Send one queued operation (also used by ``replay_spool``)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    kind = op["op"]
+    if kind == "batch":
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), int(ts), int(s)) for k, v, ts, s in op.get("metrics", [])],
+            params=[Param(k, v) for k, v in op.get("params", [])],
+            tags=[RunTag(k, v) for k, v in op.get("tags", [])],
+        )
+    elif kind == "artifact":
+        client.log_artifact(run_id, op["path"], op.get("artifact_path"))
+    elif kind == "end":
+        if op.get("error"):
+            client.set_tag(run_id, "error", op["error"][:5000])
+        client.set_terminated(run_id, op["status"])
+    else:
+        raise TrackingError(f"unknown tracking operation {kind!r}")
+
+
 class MLflowTracker(Tracker):
-    """Logs one run to MLflow, batching metrics; retries with back-off when the server is briefly away.
+    """Logs one run to MLflow; never loses what it was given while the tracking server is away.
+
+    Metric points are batched (``flush_every``). Every operation goes through an ordered queue: while the
+    server answers it is sent at once; when it does not, the job carries on and the queue is retried with
+    exponential back-off (0.5 s doubling to ``max_delay``) at later calls, and is also written to a local fallback store
+    (``benchmark.tracking_spool``) so a job killed during the outage loses nothing it had flushed. ``end`` keeps
+    trying for ``patience`` seconds; if the server is still away the spool file is closed and replayed later by
+    ``replay_spool`` (the next tracker that ends with the server back does this by itself). Creating the run
+    retries the same way and raises ``TrackingError`` when the server stays away.
 
     Args:
         uri: tracking URI.
@@ -136,7 +202,12 @@ class MLflowTracker(Tracker):
         run_name: e.g. ``seg/split2/real+spade_ldm``.
         tags: initial tags.
         parent_run_id: the sweep's parent run (child runs nest under it in the UI).
-        flush_every: metric points buffered before a ``log_batch``.
+        flush_every: metric points buffered before a batch is queued.
+        retries: attempts at least, when creating the run and at ``end``.
+        patience: seconds at least to keep trying when creating the run and at ``end``.
+        spool_dir: the local fallback store (default ``$LGE_TRACKING_SPOOL`` or ``~/.cache/lge-synthbench``).
+        request_timeout: seconds one HTTP request may take.
+        max_delay: longest back-off between two tries of the queue, seconds.
     """
 
     def __init__(
@@ -148,64 +219,303 @@ class MLflowTracker(Tracker):
         parent_run_id: str | None = None,
         flush_every: int = 200,
         retries: int = 6,
+        patience: float = 120.0,
+        spool_dir: str | Path | None = None,
+        request_timeout: float = 30.0,
+        max_delay: float = 15.0,
     ):
-        self.uri, self.retries, self.flush_every = uri, retries, flush_every
+        from benchmark.tracking_spool import Spool, default_spool_dir
+
+        self.uri, self.retries, self.flush_every, self.patience = uri, retries, flush_every, patience
+        self.request_timeout = request_timeout
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         self.client = _client(uri)
-        all_tags = {k: str(v) for k, v in (tags or {}).items()}
+        self._buffer: list[list] = []
+        self._queue: list[dict[str, Any]] = []
+        self._delay, self._next_try = 0.5, 0.0
+        self.max_delay = max_delay
+        self.outages: list[tuple[float, float]] = []  # wall-clock (start, end) of each time the server was away
+        self._down_since: float | None = None
+        token = uuid.uuid4().hex
+        all_tags = {k: str(v) for k, v in (tags or {}).items()} | {"tracker_token": token}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_TAG] = parent_run_id
-        run = self._retry(lambda: self.client.create_run(experiment_id, tags=all_tags, run_name=run_name))
+        run = self._blocking(lambda: self._create_run(experiment_id, all_tags, run_name, token), "create the run")
         self.run_id = run.info.run_id
-        self._buffer: list = []
+        self._spool = Spool(self.spool_dir, {"uri": uri, "run_id": self.run_id, "run_name": run_name})
 
-    def _retry(self, fn):
-        import time
+    def _create_run(self, experiment_id: str, tags: dict[str, str], run_name: str, token: str):
+        # a create_run whose answer was lost may have created the run: find it instead of making a twin
+        found = self.client.search_runs([experiment_id], filter_string=f"tags.tracker_token = '{token}'")
+        return found[0] if found else self.client.create_run(experiment_id, tags=tags, run_name=run_name)
 
-        delay = 0.5
-        for attempt in range(self.retries + 1):
+    def _blocking(self, fn, what: str):
+        t0, delay, attempt = time.monotonic(), 0.5, 0
+        while True:
             try:
-                return fn()
-            except Exception as exc:  # mlflow raises MlflowException, requests errors, sqlite errors
-                if attempt == self.retries:
-                    raise TrackingError(f"tracking at {self.uri} failed after {self.retries} retries: {exc}") from None
+                with _own_retries(self.request_timeout):
+                    return fn()
+            except Exception as exc:  # MlflowException, requests and sqlite errors
+                attempt += 1
+                if not _transient(exc):
+                    raise TrackingError(f"tracking at {self.uri} refused to {what}: {exc}") from None
+                if attempt > self.retries and time.monotonic() - t0 > self.patience:
+                    raise TrackingError(f"tracking at {self.uri}: could not {what} after {attempt} attempts "
+                                        f"over {time.monotonic() - t0:.0f} s: {exc}") from None  # fmt: skip
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        return None
+
+    # -------------------------------------------------------------------------------------------- the queue
+
+    @property
+    def pending(self) -> int:
+        """Operations queued but not yet acknowledged by the tracking store."""
+        return len(self._queue)
+
+    def _enqueue(self, ops: list[dict[str, Any]]) -> None:
+        self._queue.extend(ops)
+        if self._spool.active:
+            self._spool.append(ops)
+        self._drain()
+
+    def _drain(self) -> bool:
+        """Send queued operations in order until one fails; True when the queue is empty."""
+        if not self._queue or time.monotonic() < self._next_try:
+            return not self._queue
+        while self._queue:
+            op = self._queue[0]
+            try:
+                with _own_retries(self.request_timeout):
+                    _send_op(self.client, self.run_id, op)
+            except Exception as exc:
+                if not _transient(exc):
+                    raise TrackingError(f"tracking at {self.uri} refused {op['op']} for run {self.run_id}: {exc}") \
+                        from None  # fmt: skip
+                self._went_away()
+                return False
+            self._queue.pop(0)
+        self._came_back()
+        return True
+
+    def _went_away(self) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = time.time()
+            log.warning("tracking server %s is not answering; keeping %d operation(s) in %s and retrying",
+                        self.uri, len(self._queue), self._spool.path)  # fmt: skip
+        if not self._spool.active:
+            for op in self._queue:  # artifacts are copied: the job may change or delete the file meanwhile
+                if op["op"] == "artifact" and not op.get("spooled"):
+                    op.update(path=self._spool.keep_artifact(op["path"]), spooled=True)
+            self._spool.append(self._queue)
+        self._next_try = now + self._delay
+        self._delay = min(self._delay * 2, self.max_delay)
+
+    def _came_back(self) -> None:
+        if self._down_since is not None:
+            self.outages.append((self._down_since, time.time()))
+            log.warning("tracking server %s is back after %.1f s; queue sent", self.uri, self.outages[-1][1]
+                        - self.outages[-1][0])  # fmt: skip
+            self._down_since = None
+        self._spool.discard()
+        self._delay, self._next_try = 0.5, 0.0
+
+    # -------------------------------------------------------------------------------------- the interface
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k[:250], str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            chunk = items[i : i + 100]
-            self._retry(lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
+        items = [[k[:250], str(v)[:6000]] for k, v in params.items()]
+        self._enqueue([{"op": "batch", "params": c} for c in _chunks(items, _BATCH_LIMITS["params"])])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        self._retry(lambda: self.client.log_batch(self.run_id, tags=items))
+        items = [[k, str(v)] for k, v in tags.items()]
+        self._enqueue([{"op": "batch", "tags": c} for c in _chunks(items, _BATCH_LIMITS["tags"])])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, int(step or 0)) for k, v in metrics.items())
+        self._buffer.extend([k, float(v), now, int(step or 0)] for k, v in metrics.items())
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        while self._buffer:
-            chunk, self._buffer = self._buffer[:1000], self._buffer[1000:]
-            self._retry(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk))
+        """Queue the buffered metric points and try to send the queue (without waiting out a back-off)."""
+        points, self._buffer = self._buffer, []
+        self._enqueue([{"op": "batch", "metrics": c} for c in _chunks(points, _BATCH_LIMITS["metrics"])])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        if not Path(path).is_file():
+            raise TrackingError(f"{path}: artifact file not found")
+        op = {"op": "artifact", "path": str(path), "artifact_path": artifact_path}
+        if self._queue:  # the server is away: keep a copy now
+            op.update(path=self._spool.keep_artifact(path), spooled=True)
+        self._enqueue([op])
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
-        self.flush()
-        if error:
-            self._retry(lambda: self.client.set_tag(self.run_id, "error", error[:5000]))
-        self._retry(lambda: self.client.set_terminated(self.run_id, status))
+        """Close the run; waits up to ``patience`` s for an absent server, then leaves the rest to a replay."""
+        points, self._buffer = self._buffer, []
+        ops = [{"op": "batch", "metrics": c} for c in _chunks(points, _BATCH_LIMITS["metrics"])]
+        self._enqueue([*ops, {"op": "end", "status": status, "error": error}])
+        t0, attempt = time.monotonic(), 0
+        while not self._drain():
+            attempt += 1
+            if attempt > self.retries and time.monotonic() - t0 > self.patience:
+                closed = self._spool.close()
+                log.warning("tracking server %s still away after %.0f s: %d operation(s) of run %s kept in %s; "
+                            "they are sent by replay_spool or the next run that ends with the server back",
+                            self.uri, time.monotonic() - t0, len(self._queue), self.run_id, closed)  # fmt: skip
+                return
+            time.sleep(max(0.05, self._next_try - time.monotonic()))
+        replay_spool(self.spool_dir, self.uri, quiet=True)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def replay_spool(spool_dir: str | Path | None = None, uri: str | None = None, quiet: bool = False) -> dict[str, int]:
+    """Send what runs kept in the local fallback store while their tracking server was away.
+
+    Args:
+        spool_dir: the spool folder (default: as ``MLflowTracker``).
+        uri: only runs logged to this tracking URI (None: all).
+        quiet: stop at the first failure without raising (used by trackers after their own ``end``).
+
+    Returns:
+        Counts: ``runs`` replayed completely, ``ops`` sent, ``left`` operations still kept (server away).
+    """
+    from benchmark import tracking_spool as sp
+
+    counts = {"runs": 0, "ops": 0, "left": 0}
+    for claimed, header, ops in sp.claim(spool_dir or sp.default_spool_dir(), uri):
+        client = _client(header["uri"])
+        sent = 0
+        try:
+            with _own_retries(30.0):
+                for op in ops:
+                    _send_op(client, header["run_id"], op)
+                    sent += 1
+        except Exception as exc:
+            sp.release(claimed, header, ops[sent:])
+            counts["ops"] += sent
+            counts["left"] += len(ops) - sent
+            if quiet:
+                return counts
+            raise TrackingError(f"{claimed.parent}: replay to {header['uri']} stopped ({exc})") from None
+        sp.finish(claimed, header)
+        counts["runs"] += 1
+        counts["ops"] += sent
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading a study back (the analysis side); plain Python values only, so callers never touch mlflow objects
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as plain values.
+
+    Args:
+        run_id: MLflow run id.
+        name: run name (``seg/split2/seed0/real+spade_ldm``, ``sweep/<study>``, ...).
+        status: ``FINISHED``, ``FAILED``, ``RUNNING``, ``KILLED`` or ``SCHEDULED``.
+        start_time: milliseconds since the epoch (orders re-runs of the same job).
+        tags: user tags (MLflow's own ``mlflow.*`` tags left out, except the parent id in ``parent_id``).
+        params: logged parameters.
+        metrics: latest value of every metric.
+        parent_id: the sweep's parent run, if any.
+    """
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    parent_id: str | None = None
+
+
+def experiment_runs(uri: str, name: str) -> tuple[str, list[RunRecord]]:
+    """Every active run of the experiment ``name``, oldest first.
+
+    Args:
+        uri: tracking URI.
+        name: experiment name (the study name unless ``tracking.experiment`` was set).
+
+    Returns:
+        The experiment id and its runs.
+
+    Raises:
+        TrackingError: when the store cannot be read or holds no such experiment (the known names are listed).
+    """
+    try:
+        client = _client(uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            known = sorted(e.name for e in client.search_experiments(max_results=200))
+            have = ", ".join(known) or "none"
+            raise TrackingError(f"tracking store {uri} has no experiment {name!r}; it has: {have}")
+        runs, token = [], None
+        while True:
+            page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token,
+                                      order_by=["attributes.start_time ASC"])  # fmt: skip
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    except TrackingError:
+        raise
+    except Exception as exc:  # MlflowException, requests errors, sqlite errors
+        raise TrackingError(f"cannot read experiment {name!r} from {uri}: {exc}") from None
+    return exp.experiment_id, [_record(r) for r in runs]
+
+
+def _record(run: Any) -> RunRecord:
+    tags = dict(run.data.tags)
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name or tags.get("mlflow.runName", ""),
+        status=run.info.status,
+        start_time=int(run.info.start_time or 0),
+        tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+        params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+        parent_id=tags.get(MLFLOW_PARENT_TAG),
+    )
+
+
+def run_artifacts(uri: str, run_id: str) -> list[str]:
+    """Paths of the files logged at the top level of a run's artifacts."""
+    try:
+        return sorted(a.path for a in _client(uri).list_artifacts(run_id) if not a.is_dir)
+    except Exception as exc:
+        raise TrackingError(f"cannot list the artifacts of run {run_id} at {uri}: {exc}") from None
+
+
+def download_artifact(uri: str, run_id: str, path: str, dst_dir: str | Path) -> Path:
+    """Copy one artifact of a run into ``dst_dir`` and return its local path."""
+    import os
+
+    # A progress bar per small file drowns the analysis output; users can still turn it back on.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(_client(uri).download_artifacts(run_id, path, str(dst_dir)))
+    except Exception as exc:
+        raise TrackingError(f"cannot download artifact {path!r} of run {run_id} from {uri}: {exc}") from None
+
+
+def compare_url(uri: str, experiment_id: str, run_ids: list[str]) -> str | None:
+    """Address of the MLflow UI's run-comparison page for ``run_ids`` (None unless ``uri`` is an HTTP server).
+
+    The UI routes ``#/compare-runs?runs=[...]&experiments=[...]`` with JSON arrays of quoted ids.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import json
+    from urllib.parse import quote
+
+    compact = {"separators": (",", ":")}  # as the UI writes it (JSON.stringify)
+    runs, exps = json.dumps(list(run_ids), **compact), json.dumps([str(experiment_id)], **compact)
+    query = f"runs={quote(runs)}&experiments={quote(exps)}"
+    return f"{uri.rstrip('/')}/#/compare-runs?{query}"

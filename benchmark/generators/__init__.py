@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from benchmark.generators import pix2pix3d, spade_gan, spade_ldm
 from benchmark.generators.base import GeneratorSpec
 
-GENERATORS: dict[str, GeneratorSpec] = {}
+GENERATORS: dict[str, GeneratorSpec] = {
+    "pix2pix3d": GeneratorSpec("pix2pix3d", pix2pix3d.Pix2PixConfig, pix2pix3d.build),
+    "spade_gan": GeneratorSpec("spade_gan", spade_gan.SpadeGanConfig, spade_gan.build),
+    "spade_ldm": GeneratorSpec("spade_ldm", spade_ldm.SpadeLdmConfig, spade_ldm.build),
+}
 
 
 def get_generator_spec(name: str) -> GeneratorSpec:

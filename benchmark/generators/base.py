@@ -93,7 +93,8 @@ class GeneratorSpec:
 
     Args:
         name: registry key (``pix2pix3d``, ``spade_gan``, ``spade_ldm``).
-        config_cls: kw_only dataclass of the generator's settings (its YAML section under ``generators.<name>``).
+        config_cls: kw_only dataclass of the generator's settings (its YAML section under ``generators.<name>``);
+            it also has a ``tiny()`` classmethod returning a small-width config for 16^3-32^3 contract tests.
         build: ``build(config, num_classes, shape) -> Generator``; ``shape`` is the study's (X, Y, Z).
     """
 

@@ -1,0 +1,135 @@
+"""Read a study folder into tidy frames, print the sweep's summary table and write its HTML report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.study import Study
+
+
+@dataclass
+class StudyFrames:
+    """Tidy results of a study.
+
+    Args:
+        seg: per-case segmentation rows {split, seed, arm, generator, case_id, metric, value, reason}.
+        quality: per-case image-quality rows and distribution-level rows (``case_id`` NaN) with CIs.
+        split_sizes: {split, n_train, n_test} (cases), for the corrected resampled t-test.
+        arms: arm records (counts of real / synthetic / augmented volumes per arm, from ``arm.json``).
+    """
+
+    seg: pd.DataFrame
+    quality: pd.DataFrame
+    split_sizes: pd.DataFrame
+    arms: pd.DataFrame
+
+
+def _read_csvs(paths: list[Path]) -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def collect_study(study: Study) -> StudyFrames:
+    """Collect every finished job's per-case rows and summaries from the study folder."""
+    root = study.root
+    seg = _read_csvs(sorted(root.glob("segmentation/split*/seed*/*/per_case.csv")))
+    if not seg.empty and "study" not in seg.columns:
+        seg.insert(0, "study", study.cfg.name)
+    qrows: list[pd.DataFrame] = []
+    for folder in sorted(root.glob("quality/split*/*/seed*")):
+        split, gen, seed = int(folder.parts[-3].removeprefix("split")), folder.parts[-2], int(folder.name[4:])
+        if (folder / "per_case.csv").is_file():
+            q = pd.read_csv(folder / "per_case.csv")
+            qrows.append(q.assign(split=split, seed=seed, generator=gen))
+        if (folder / "summary.json").is_file():
+            summary: dict[str, dict[str, Any]] = json.loads((folder / "summary.json").read_text())
+            qrows.append(
+                pd.DataFrame(
+                    [
+                        {
+                            "split": split,
+                            "seed": seed,
+                            "generator": gen,
+                            "case_id": None,
+                            "metric": name,
+                            **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n", "backbone")},
+                        }
+                        for name, v in summary.items()
+                    ]
+                )
+            )
+    quality = pd.concat(qrows, ignore_index=True) if qrows else pd.DataFrame()
+    sizes = pd.DataFrame(
+        [{"split": s.index, "n_train": len(s.train_cases), "n_test": len(s.test_cases)} for s in study.plan.splits]
+    )
+    arms = pd.DataFrame([json.loads(p.read_text()) for p in sorted(root.glob("segmentation/split*/seed*/*/arm.json"))])
+    return StudyFrames(seg=seg, quality=quality, split_sizes=sizes, arms=arms)
+
+
+def summary_tables(frames: StudyFrames) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Short tables: Dice/HD95 per arm (mean, sd, cases) and the main image-quality numbers per generator."""
+    seg = pd.DataFrame()
+    if not frames.seg.empty:
+        d = frames.seg[frames.seg.metric.isin(["dice", "hd95"])]
+        seg = d.pivot_table(index="arm", columns="metric", values="value", aggfunc=["mean", "std", "count"])
+        seg.columns = [f"{m}_{a}" for a, m in seg.columns]
+        seg = seg[sorted(seg.columns)]
+    qual = pd.DataFrame()
+    if not frames.quality.empty:
+        dist = frames.quality[frames.quality.case_id.isna()]
+        keep = dist[dist.metric.isin(["fid", "kid", "mmd", "ms_ssim", "psnr", "mask_fidelity_cavity"])]
+        if not keep.empty:
+            qual = keep.pivot_table(index="generator", columns="metric", values="value", aggfunc="mean")
+    return seg, qual
+
+
+def print_summary(frames: StudyFrames) -> None:
+    """The table printed at the end of a sweep."""
+    seg, qual = summary_tables(frames)
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 3):
+        if not seg.empty:
+            print("\nsegmentation (per-case, pooled over splits and seeds):")
+            print(seg.to_string())
+        if not qual.empty:
+            backbones = sorted({str(b) for b in frames.quality.get("backbone", pd.Series()).dropna().unique()})
+            print(f"\nimage quality (mean over splits and seeds; features: {', '.join(backbones) or 'n/a'}):")
+            print(qual.to_string())
+
+
+def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None = None) -> Path:
+    """The self-contained HTML report in ``<study>/report.html``."""
+    from benchmark.analysis.report import build_report
+    from benchmark.jobs import code_version
+
+    notes = [
+        f"generator protocol: {study.plan.protocol}"
+        + (" (LEAKY: generators saw segmentation test patients)" if study.plan.leaky else "")
+    ]
+    failed = [k for k, o in (outcomes or {}).items() if o.status != "done"]
+    if failed:
+        notes.append(f"{len(failed)} job(s) did not finish: {', '.join(failed[:10])}")
+    if not frames.arms.empty:
+        counts = frames.arms.groupby("arm")[["n_real", "n_synthetic", "n_augmented"]].first()
+        notes.append(
+            "training volumes per arm (real / synthetic / augmented): "
+            + "; ".join(f"{a}: {int(r.n_real)}/{int(r.n_synthetic)}/{int(r.n_augmented)}" for a, r in counts.iterrows())
+        )
+    figures = {}
+    for png in sorted(study.root.glob("samples/split0/*/seed*/montage.png"))[:3]:
+        figures[f"real vs synthetic ({png.parts[-3]}, {png.parts[-2]})"] = png
+    return build_report(
+        study.root / "report.html",
+        seg_rows=frames.seg if not frames.seg.empty else None,
+        quality_rows=frames.quality if not frames.quality.empty else None,
+        split_sizes=frames.split_sizes,
+        config_text=(study.root / "config.yaml").read_text(),
+        manifest_digest=study.manifest.digest(),
+        code_version=code_version(),
+        notes=notes,
+        figures=figures,
+    )

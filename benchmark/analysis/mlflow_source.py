@@ -1,0 +1,257 @@
+"""Read a study back from MLflow into the same tidy frames as :func:`benchmark.analysis.collect.collect_study`.
+
+A sweep logs one experiment per study: a parent run ``sweep/<study>`` (with ``splits.json``) and a child run per
+job, tagged with ``stage``, ``job_key``, ``split``, ``seed``, ``arm`` and ``generator``. Segmentation runs carry
+``per_case.csv`` and ``arm.json``; image-quality runs ``per_case.csv`` and ``summary.json``. The frames come
+from those artifacts, never from the logged means, so paired tests see every case.
+
+Re-running a sweep after a config change adds new runs under the same job key; the newest FINISHED run of each
+key is used and the older ones are listed in ``notes``. Runs that did not finish are listed too.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from benchmark.analysis.collect import StudyFrames
+from benchmark.errors import DataError, TrackingError
+from benchmark.tracking import RunRecord, download_artifact, experiment_runs, run_artifacts
+
+__all__ = ["MlflowStudy", "check_store", "read_study", "read_study_frames", "select_runs", "stage_of"]
+
+_PREFIX_STAGE = {"seg": "segmentation", "quality": "quality", "gen": "generator", "sweep": "sweep"}
+# Artifacts a finished run of each stage must carry for its rows to be read.
+REQUIRED = {"segmentation": ("per_case.csv",), "quality": ("per_case.csv", "summary.json")}
+_LIST_AT_MOST = 20
+
+
+@dataclass
+class MlflowStudy:
+    """A study read from MLflow.
+
+    Args:
+        uri: tracking URI.
+        experiment: experiment name.
+        experiment_id: its id.
+        frames: the tidy frames (see :class:`~benchmark.analysis.collect.StudyFrames`).
+        runs: the job runs the frames came from, by job key.
+        missing: finished runs without their per-case artifacts (left out of ``frames``).
+        notes: what a reader of the tables should know (unfinished runs, superseded runs, fallbacks used).
+        expected_arms: every arm with a segmentation run of any status (so failed arms still get a table row).
+    """
+
+    uri: str
+    experiment: str
+    experiment_id: str
+    frames: StudyFrames
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    missing: list[tuple[RunRecord, list[str]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    expected_arms: list[str] = field(default_factory=list)
+
+
+def stage_of(run: RunRecord) -> str:
+    """The run's stage from its ``stage`` tag, or from its name's prefix (``seg/``, ``quality/``, ...)."""
+    if run.tags.get("stage"):
+        return run.tags["stage"]
+    return _PREFIX_STAGE.get(run.name.split("/", 1)[0], "unknown")
+
+
+def _describe(run: RunRecord) -> str:
+    return f"{run.name or '(unnamed)'} (run {run.run_id}, {run.status})"
+
+
+def _listing(items: list[str]) -> str:
+    more = len(items) - _LIST_AT_MOST
+    return "; ".join(items[:_LIST_AT_MOST]) + (f"; and {more} more" if more > 0 else "")
+
+
+def select_runs(runs: list[RunRecord]) -> tuple[dict[str, RunRecord], list[RunRecord], list[str]]:
+    """Pick the runs an analysis uses.
+
+    Args:
+        runs: every run of the experiment.
+
+    Returns:
+        The newest FINISHED job run per job key (``job_key`` tag, else the run name), the parent runs (newest
+        first) and notes on runs that were left out (unfinished, or superseded by a newer finished run).
+    """
+    jobs: dict[str, RunRecord] = {}
+    parents, unfinished, superseded = [], [], []
+    for run in sorted(runs, key=lambda r: r.start_time):
+        stage = stage_of(run)
+        if stage == "sweep":
+            parents.append(run)
+        elif run.status != "FINISHED":
+            unfinished.append(run)
+        else:
+            key = run.tags.get("job_key") or run.name
+            if key in jobs:
+                superseded.append(jobs[key])
+            jobs[key] = run
+    notes = []
+    still_missing = [r for r in unfinished if (r.tags.get("job_key") or r.name) not in jobs]
+    if still_missing:
+        notes.append(f"{len(still_missing)} job run(s) did not finish and have no finished re-run: "
+                     + _listing([_describe(r) for r in still_missing]))  # fmt: skip
+    if superseded:
+        notes.append(f"{len(superseded)} older finished run(s) superseded by a newer run of the same job: "
+                     + _listing([_describe(r) for r in superseded]))  # fmt: skip
+    return jobs, parents[::-1], notes
+
+
+def _int_or_str(value: Any) -> Any:
+    text = str(value)
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _read_artifact(uri: str, run: RunRecord, name: str, tmp: Path) -> Path:
+    return download_artifact(uri, run.run_id, name, tmp / run.run_id)
+
+
+def _read_csv(uri: str, run: RunRecord, name: str, tmp: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(_read_artifact(uri, run, name, tmp))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{name} of {_describe(run)}", f"cannot read as CSV: {exc}") from None
+
+
+def _quality_rows(uri: str, run: RunRecord, tmp: Path) -> list[pd.DataFrame]:
+    t = run.tags
+    split, seed, gen = _int_or_str(t.get("split", "")), _int_or_str(t.get("seed", "")), t.get("generator", "")
+    q = _read_csv(uri, run, "per_case.csv", tmp)
+    summary: dict[str, dict[str, Any]] = json.loads(_read_artifact(uri, run, "summary.json", tmp).read_text())
+    dist = pd.DataFrame([
+        {"split": split, "seed": seed, "generator": gen, "case_id": None, "metric": name,
+         **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n", "backbone")}}
+        for name, v in summary.items()
+    ])  # fmt: skip
+    return [q.assign(split=split, seed=seed, generator=gen), dist]
+
+
+def _arm_record(uri: str, run: RunRecord, artifacts: list[str], tmp: Path) -> dict[str, Any]:
+    if "arm.json" in artifacts:
+        return json.loads(_read_artifact(uri, run, "arm.json", tmp).read_text())
+    m = run.metrics
+    return {"arm": run.tags.get("arm", ""), "split": _int_or_str(run.tags.get("split", "")),
+            "train_seed": _int_or_str(run.tags.get("seed", "")),
+            **{k: m.get(k) for k in ("n_real", "n_synthetic", "n_augmented")}}  # fmt: skip
+
+
+def _split_sizes(uri: str, parents: list[RunRecord], seg: pd.DataFrame, arms: pd.DataFrame, tmp: Path, notes: list):
+    """Train/test cases per split: from the parent run's ``splits.json``, else from the runs themselves."""
+    for parent in parents:
+        if "splits.json" in run_artifacts(uri, parent.run_id):
+            plan = json.loads(_read_artifact(uri, parent, "splits.json", tmp).read_text())
+            return pd.DataFrame([
+                {"split": int(s["index"]), "n_train": len(s["train_cases"]), "n_test": len(s["test_cases"])}
+                for s in plan["splits"]
+            ])  # fmt: skip
+    if seg.empty:
+        return pd.DataFrame(columns=["split", "n_train", "n_test"])
+    # Without splits.json: test cases are the cases evaluated, training cases the real arm's real volumes.
+    real = arms[arms["arm"] == "real"] if "arm" in arms.columns else pd.DataFrame()
+    n_train = real.groupby("split")["n_real"].first().to_dict() if "n_real" in real.columns else {}
+    rows = [{"split": split, "n_train": n_train.get(split, float("nan")), "n_test": grp["case_id"].nunique()}
+            for split, grp in seg.groupby("split")]  # fmt: skip
+    notes.append("no parent run with splits.json: split sizes taken from the evaluated cases (n_test) and the "
+                 "'real' arm's training volumes (n_train)")  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _check_artifacts(uri: str, used: dict[str, RunRecord], where: str, allow_missing: bool, notes: list[str]):
+    """Each used run's top-level artifacts, and the runs lacking a required one (an error unless allowed)."""
+    missing, listed = [], {}
+    for key, run in used.items():
+        listed[key] = run_artifacts(uri, run.run_id)
+        absent = [a for a in REQUIRED[stage_of(run)] if a not in listed[key]]
+        if absent:
+            missing.append((run, absent))
+    if missing:
+        text = _listing([f"{_describe(r)} lacks {', '.join(a)}" for r, a in missing])
+        if not allow_missing:
+            raise DataError(where, f"{len(missing)} finished run(s) lack their per-case artifacts: {text}")
+        notes.append(f"left out, per-case artifacts missing: {text}")
+    return listed, missing
+
+
+def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> MlflowStudy:
+    """Read a study's per-case rows, image-quality rows, split sizes and arm records from MLflow.
+
+    Args:
+        uri: tracking URI (``sqlite:///.../mlflow.db`` or ``http://127.0.0.1:5000``).
+        experiment: the experiment name (the study name unless ``tracking.experiment`` was set).
+        allow_missing: keep going when finished runs lack their per-case artifacts (they are listed in
+            ``missing`` and ``notes``); by default that is an error.
+
+    Returns:
+        The study with its frames, the runs used and notes.
+
+    Raises:
+        TrackingError: when the store or experiment cannot be read.
+        DataError: when the experiment holds no runs, no finished segmentation or quality runs, or (unless
+            ``allow_missing``) finished runs without their per-case artifacts; every such run is named.
+    """
+    where = f"experiment {experiment!r} at {uri}"
+    check_store(uri)
+    exp_id, runs = experiment_runs(uri, experiment)
+    if not runs:
+        raise DataError(where, "holds no runs (was the sweep run with tracking enabled and this store?)")
+    jobs, parents, notes = select_runs(runs)
+    used = {k: r for k, r in sorted(jobs.items()) if stage_of(r) in REQUIRED}
+    if not used:
+        raise DataError(where, "holds no finished segmentation or image-quality runs; its runs: "
+                        + _listing([_describe(r) for r in runs]))  # fmt: skip
+    listed, missing = _check_artifacts(uri, used, where, allow_missing, notes)
+    skip = {r.run_id for r, _ in missing}
+    with tempfile.TemporaryDirectory(prefix="lge-mlflow-") as tmpdir:
+        tmp = Path(tmpdir)
+        seg_parts, q_parts, arm_records = [], [], []
+        for key, run in used.items():
+            if run.run_id in skip:
+                continue
+            if stage_of(run) == "segmentation":
+                seg_parts.append(_read_csv(uri, run, "per_case.csv", tmp))
+                arm_records.append(_arm_record(uri, run, listed[key], tmp))
+            else:
+                q_parts.extend(_quality_rows(uri, run, tmp))
+        seg = pd.concat(seg_parts, ignore_index=True) if seg_parts else pd.DataFrame()
+        if not seg.empty and "study" not in seg.columns:
+            seg.insert(0, "study", _study_name(parents, experiment))
+        arms = pd.DataFrame(arm_records)
+        sizes = _split_sizes(uri, parents, seg, arms, tmp, notes)
+    quality = pd.concat(q_parts, ignore_index=True) if q_parts else pd.DataFrame()
+    frames = StudyFrames(seg=seg, quality=quality, split_sizes=sizes, arms=arms)
+    expected = [r.tags.get("arm") or r.name.rsplit("/", 1)[-1] for r in runs if stage_of(r) == "segmentation"]
+    return MlflowStudy(uri=uri, experiment=experiment, experiment_id=exp_id, frames=frames, runs=used,
+                       missing=missing, notes=notes, expected_arms=list(dict.fromkeys(expected)))  # fmt: skip
+
+
+def _study_name(parents: list[RunRecord], experiment: str) -> str:
+    for parent in parents:
+        if parent.name.startswith("sweep/"):
+            return parent.name.removeprefix("sweep/")
+    return experiment
+
+
+def read_study_frames(uri: str, experiment: str, *, allow_missing: bool = False) -> StudyFrames:
+    """The frames of :func:`read_study` only (same shape as ``collect_study`` gives for a study folder)."""
+    return read_study(uri, experiment, allow_missing=allow_missing).frames
+
+
+def check_store(uri: str) -> None:
+    """Fail early when a sqlite store file does not exist (opening it would create an empty one).
+
+    Raises:
+        TrackingError: naming the missing file.
+    """
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))  # "sqlite:////abs" keeps its leading slash
+        if not path.is_file():
+            raise TrackingError(f"{path}: no MLflow store here (pass --tracking-uri, or run the sweep first)")

@@ -1,0 +1,211 @@
+"""The generator job body: train one registered generator on a split's training pairs, then write samples.
+
+``train_generator`` builds the generator from the registry and hands it to ``benchmark.engine.fit`` with a
+batch function that draws random training pairs from the engine's per-step RNG. ``sample_to_disk`` writes one
+synthetic NIfTI per label map (with that label map's affine), ``samples.json`` and a real-vs-synthetic
+montage. Launchers and sweeps call these; neither knows which generator it is running.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.config import TrainConfig
+from benchmark.data.io import save_nifti, save_png
+from benchmark.engine import BatchFn, FitResult, fit
+from benchmark.errors import ConfigError, DataError
+from benchmark.generators import get_generator_spec
+from benchmark.generators.base import Generator
+from benchmark.tracking import Tracker
+
+
+def check_label_values(label: np.ndarray, num_classes: int, name: str) -> None:
+    """Raise ``DataError`` naming ``name`` and the value if ``label`` holds a value outside ``0..num_classes-1``."""
+    lo, hi = int(label.min()), int(label.max())
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise DataError(name, f"label value {bad} is outside 0..{num_classes - 1} (num_classes={num_classes})")
+
+
+def _check_pairs(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_classes: int) -> tuple[int, ...]:
+    if len(images) != len(labels) or not images:
+        raise DataError(
+            "training set", f"needs matching, non-empty images and labels (got {len(images)} / {len(labels)})"
+        )
+    shape = tuple(images[0].shape)
+    for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
+        if img.ndim != 3 or tuple(img.shape) != shape or tuple(lab.shape) != shape:
+            raise DataError(f"training pair {i}", f"image {img.shape} / label {lab.shape}, expected both {shape}")
+        check_label_values(lab, num_classes, f"training label map {i}")
+    return shape
+
+
+def make_batch_fn(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], batch_size: int) -> BatchFn:
+    """A ``batch_fn`` drawing ``batch_size`` random training pairs (with replacement) from the engine's RNG.
+
+    Args:
+        images: (X, Y, Z) float volumes.
+        labels: (X, Y, Z) integer label maps, same order.
+        batch_size: pairs per batch (per rank).
+
+    Returns:
+        ``batch_fn(step, rng) -> {"image": (B,1,X,Y,Z) float32, "label": (B,1,X,Y,Z) int64}``.
+    """
+    img = torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in images])[:, None])
+    lab = torch.from_numpy(np.stack([np.asarray(a, dtype=np.int64) for a in labels])[:, None])
+
+    def batch_fn(step: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        idx = torch.from_numpy(rng.integers(0, len(img), size=batch_size))
+        return {"image": img[idx], "label": lab[idx]}
+
+    return batch_fn
+
+
+def _stage_steps(model: Generator, gen_cfg: Any, n_cases: int, train: TrainConfig, steps: int | None):
+    if steps is not None:
+        return {s.name: steps for s in model.stages()}
+    epochs = getattr(gen_cfg, "epochs", None)
+    if epochs is None:
+        return None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = math.ceil(n_cases / (train.batch_size * world))
+    return {s.name: epochs * per_epoch for s in model.stages()}
+
+
+def train_generator(
+    name: str,
+    gen_cfg: Any,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    num_classes: int,
+    train: TrainConfig,
+    out_dir: str | Path,
+    seed: int,
+    tracker: Tracker | None = None,
+    steps: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[Generator, FitResult]:
+    """Build generator ``name`` and train it on (image, label map) pairs; resumes from ``out_dir`` checkpoints.
+
+    Args:
+        name: a key of ``GENERATORS``.
+        gen_cfg: its config dataclass (None = the defaults).
+        images: training volumes (X, Y, Z), float.
+        labels: their label maps with values ``0..num_classes-1``.
+        num_classes: number of label values.
+        train: engine settings.
+        out_dir: the job folder (checkpoints in ``out_dir/checkpoints``).
+        seed: seeds the initial weights and the engine.
+        tracker: receives the losses (rank 0).
+        steps: optimizer steps of every stage, replacing the config's steps/epochs (tests, quick runs).
+        device: None picks CUDA when available.
+
+    Returns:
+        The trained generator and the engine's ``FitResult``.
+    """
+    spec = get_generator_spec(name)
+    gen_cfg = spec.config_cls() if gen_cfg is None else gen_cfg
+    if not isinstance(gen_cfg, spec.config_cls):
+        raise ConfigError(f"generators.{name}: expected a {spec.config_cls.__name__}, got {type(gen_cfg).__name__}")
+    shape = _check_pairs(images, labels, num_classes)
+    torch.manual_seed(seed)  # initial weights depend on the seed only, identical on every rank
+    model = spec.build(gen_cfg, num_classes, shape)
+    batch_fn = make_batch_fn(images, labels, train.batch_size)
+    stage_steps = _stage_steps(model, gen_cfg, len(images), train, steps)
+    result = fit(
+        model, batch_fn, train=train, out_dir=Path(out_dir), seed=seed, tracker=tracker, device=device,
+        stage_steps=stage_steps,
+    )  # fmt: skip
+    return model, result
+
+
+def _montage(rows: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 3 if any(r[2] is not None for r in rows) else 2
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3 * cols, 3 * len(rows)), squeeze=False)
+    for r, (case_id, label, real, synth) in enumerate(rows):
+        z = label.shape[2] // 2
+        panels = [("label", label[:, :, z], "tab10"), ("real", None if real is None else real[:, :, z], "gray")]
+        panels.append(("synthetic", synth[:, :, z], "gray"))
+        panels = [p for p in panels if p[1] is not None] if cols == 2 else panels
+        for c, (title, img, cmap) in enumerate(panels):
+            ax = axes[r, c]
+            ax.axis("off")
+            if img is not None:
+                ax.imshow(np.rot90(img), cmap=cmap, interpolation="nearest")
+            ax.set_title(f"{case_id}: {title}", fontsize=8)
+    fig.tight_layout()
+    try:
+        return save_png(path, fig)
+    finally:
+        plt.close(fig)
+
+
+def sample_to_disk(
+    generator: Generator,
+    labels: dict[str, np.ndarray],
+    affines: dict[str, np.ndarray],
+    out_dir: str | Path,
+    seed: int,
+    reals: dict[str, np.ndarray] | None = None,
+    *,
+    name: str | None = None,
+    num_classes: int | None = None,
+    montage_cases: int = 4,
+) -> Path:
+    """Generate one volume per label map and write ``samples/<case_id>.nii.gz``, ``samples.json``, ``montage.png``.
+
+    Args:
+        generator: a trained generator.
+        labels: case id -> (X, Y, Z) label map.
+        affines: case id -> 4x4 affine of that label map (copied to the synthetic volume).
+        out_dir: the job folder.
+        seed: seeds each case's sampling noise (together with the case id).
+        reals: case id -> real image, shown next to the synthetic one in the montage.
+        name: generator name recorded in ``samples.json`` (default: the class name).
+        num_classes: if given, label maps with other values raise ``DataError``.
+        montage_cases: cases shown in the montage.
+
+    Returns:
+        The path of ``samples.json`` (written last: its presence marks a complete set).
+    """
+    out_dir = Path(out_dir)
+    missing = sorted(set(labels) - set(affines))
+    if missing:
+        raise DataError(missing[0], "label map has no affine")
+    device = next(next(iter(generator.networks.values())).parameters()).device
+    records, rows = [], []
+    for case_id, label in labels.items():
+        if num_classes is not None:
+            check_label_values(label, num_classes, f"label map {case_id}")
+        # noise seeded by (seed, case id): a case gets the same volume whichever subset of cases is sampled
+        entropy = [seed, zlib.crc32(case_id.encode())]
+        gen = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+        lab = torch.from_numpy(np.asarray(label, dtype=np.int64))[None, None]
+        volume = generator.sample(lab, generator=gen)[0, 0].detach().float().cpu().numpy()
+        path = save_nifti(out_dir / "samples" / f"{case_id}.nii.gz", volume.astype(np.float32), affines[case_id])
+        records.append({"case_id": case_id, "path": str(path.relative_to(out_dir))})
+        if len(rows) < montage_cases:
+            rows.append((case_id, np.asarray(label), None if reals is None else reals.get(case_id), volume))
+    if rows:
+        _montage(rows, out_dir / "montage.png")
+    manifest = {"generator": name or type(generator).__name__, "seed": seed, "samples": records}
+    final = out_dir / "samples.json"
+    tmp = final.with_name(f"samples.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, final)
+    return final

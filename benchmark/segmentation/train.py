@@ -1,0 +1,200 @@
+"""The body of one segmentation job: train the U-Net on one arm with the engine, evaluate the split's test cases.
+
+Outputs in ``out_dir``: ``checkpoints/`` (the engine's), ``per_case.csv`` (one row per test case and metric) and
+``arm.json`` (counts of real/synthetic/augmented volumes, provenance, class weights, timing) and
+``segmenter.pt`` (the trained weights, for ``load_segmenter``), all written atomically so a killed job never
+leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark.config import SegmentationConfig, TrainConfig, to_dict
+from benchmark.errors import ConfigError, DataError
+from benchmark.segmentation.arms import ArmData, ArmItem, AuditReport
+from benchmark.segmentation.augment import augment_pair, build_augment
+from benchmark.segmentation.evaluate import evaluate_cases, summarize
+from benchmark.segmentation.model import TARGET_CLASSES, Segmenter, class_weights, save_segmenter
+from benchmark.tracking import NullTracker, Tracker
+
+Batch = dict[str, torch.Tensor]
+
+
+def make_batch_fn(items: Sequence[ArmItem], cfg: SegmentationConfig) -> Callable[[int, np.random.Generator], Batch]:
+    """A ``batch_fn(step, rng)`` for the engine: ``cfg.batch_size`` items drawn and augmented from ``rng`` only.
+
+    Args:
+        items: the arm's training items (all on the same grid).
+        cfg: batch size, patch size and augmentations.
+
+    Returns:
+        A function returning ``{"image": (B,1,X,Y,Z) float32, "label": (B,1,X,Y,Z) int64}``.
+    """
+    if not items:
+        raise DataError("arm training items", "the arm has no training volumes")
+    shapes = {item.image.shape for item in items}
+    if len(shapes) != 1:
+        raise DataError("arm training items", f"volumes of different shapes {sorted(shapes)}; resample them first")
+    (shape,) = shapes
+    patch = cfg.patch if cfg.patch is not None and any(p < s for p, s in zip(cfg.patch, shape, strict=True)) else None
+    transform = build_augment(cfg.augment, patch)
+
+    def batch_fn(step: int, rng: np.random.Generator) -> Batch:
+        images, labels = [], []
+        for i in rng.integers(len(items), size=cfg.batch_size):
+            image, label = augment_pair(transform, items[int(i)].image, items[int(i)].target, rng)
+            images.append(image)
+            labels.append(label)
+        return {
+            "image": torch.from_numpy(np.stack(images)[:, None]),
+            "label": torch.from_numpy(np.stack(labels)[:, None]),
+        }
+
+    return batch_fn
+
+
+def train_arm(
+    arm_data: ArmData,
+    test: Mapping[str, tuple],
+    seg_cfg: SegmentationConfig,
+    train_cfg: TrainConfig,
+    *,
+    out_dir: str | Path,
+    seed: int,
+    split: int | str,
+    arm: str | None = None,
+    tracker: Tracker | None = None,
+    audit: AuditReport | None = None,
+    device: torch.device | None = None,
+    expected_spacing: Sequence[float] | None = None,
+    spacing_policy: str = "warn",
+    resume: bool = True,
+) -> pd.DataFrame:
+    """Train the segmenter on one arm and evaluate it on the split's held-out test cases.
+
+    Args:
+        arm_data: the arm (from ``build_arm``; audit it first with ``audit_arm``).
+        test: case id -> ``(image, label, spacing)`` of the split's test cases.
+        seg_cfg: the ``segmentation`` section (network, loss, steps, augmentations, target).
+        train_cfg: the ``train`` section (engine, checkpointing, logging).
+        out_dir: the job folder (checkpoints, ``per_case.csv``, ``arm.json``).
+        seed: seeds the network's initialisation and, through the engine, every batch.
+        split: split index, recorded in every row.
+        arm: arm name in the rows (default ``arm_data.arm``).
+        tracker: where tags, means and artifacts go (default: nothing).
+        audit: the arm's ``AuditReport``; its leaky flag is recorded.
+        device: training/inference device (default: the engine's choice).
+        expected_spacing / spacing_policy: identity-spacing check of the test cases (see ``check_spacing``).
+        resume: continue from the latest checkpoint in ``out_dir/checkpoints``.
+
+    Returns:
+        The per-case rows (``benchmark.segmentation.evaluate.COLUMNS``).
+    """
+    from benchmark.engine import fit  # the engine pulls in the distributed stack; import it only for training
+
+    if seg_cfg.target != arm_data.target:
+        raise ConfigError(f"segmentation.target: {seg_cfg.target!r} but the arm was built for {arm_data.target!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arm = arm or arm_data.arm
+    tracker = tracker or NullTracker()
+    tracker.set_tags(_tags(arm_data, arm, split, seed, audit))
+    weights = class_weights(
+        (item.target for item in arm_data.items), TARGET_CLASSES[seg_cfg.target], seg_cfg.class_weighting
+    )
+    torch.manual_seed(seed)  # the network's initialisation
+    model = Segmenter(seg_cfg, weights)
+    start = time.perf_counter()
+    result = fit(
+        model,
+        make_batch_fn(arm_data.items, seg_cfg),
+        train=train_cfg,
+        out_dir=out_dir,
+        seed=seed,
+        tracker=tracker,
+        resume=resume,
+        device=device,
+        stage_steps={"segmentation": seg_cfg.steps},
+    )
+    train_s = time.perf_counter() - start
+    weights_path = save_segmenter(model, out_dir)
+    start = time.perf_counter()
+    predictions = {case_id: model.predict(np.asarray(case[0], np.float32)) for case_id, case in test.items()}
+    rows = evaluate_cases(
+        predictions,
+        test,
+        target=seg_cfg.target,
+        split=split,
+        seed=seed,
+        arm=arm,
+        generator=arm_data.generator,
+        expected_spacing=expected_spacing,
+        spacing_policy=spacing_policy,
+    )
+    eval_s = time.perf_counter() - start
+    means = summarize(rows)
+    record = {
+        **arm_data.summary(),
+        "arm": arm,
+        "split": split,
+        "train_seed": seed,
+        "leaky": None if audit is None else audit.leaky,
+        "class_weights": [float(w) for w in weights],
+        "steps": getattr(result, "steps", seg_cfg.steps),
+        "final_losses": _floats(getattr(result, "final_losses", {})),
+        "train_seconds": round(train_s, 3),
+        "eval_seconds": round(eval_s, 3),
+        "weights": weights_path.name,
+        "means": means,
+        "segmentation": to_dict(seg_cfg),
+    }
+    csv_path = _write_atomic(out_dir / "per_case.csv", rows.to_csv(index=False))
+    json_path = _write_atomic(out_dir / "arm.json", json.dumps(record, indent=1, default=str))
+    tracker.log_metrics({k: v for k, v in means.items() if not math.isnan(v)})
+    tracker.log_metrics(
+        {
+            "n_real": arm_data.n_real,
+            "n_synthetic": arm_data.n_synthetic,
+            "n_augmented": arm_data.n_augmented,
+            "train_seconds": train_s,
+        }
+    )
+    tracker.log_artifact(csv_path)
+    tracker.log_artifact(json_path)
+    return rows
+
+
+def _tags(arm_data: ArmData, arm: str, split: int | str, seed: int, audit: AuditReport | None) -> dict[str, Any]:
+    return {
+        "stage": "segmentation",
+        "arm": arm,
+        "generator": arm_data.generator or "",
+        "split": split,
+        "seed": seed,
+        "ratio": arm_data.ratio,
+        "protocol": arm_data.provenance.get("protocol") or "",
+        "leaky": "unknown" if audit is None else str(audit.leaky).lower(),
+    }
+
+
+def _floats(losses: Any) -> dict[str, float]:
+    if not isinstance(losses, Mapping):
+        return {}
+    return {k: float(v) for k, v in losses.items()}
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,56 @@
+"""One job of a study run by hand (the launchers ``train_generator.py`` and ``train_segmenter.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmark.config import load_config
+from benchmark.jobs import JobSpec, config_payload, execute, job_hash, run_name
+from benchmark.study import prepare_study
+from benchmark.tracking import check_reachable, default_uri, ensure_experiment
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+def common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", type=int, default=0)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+
+def run_one(args: argparse.Namespace, stage: str, params: dict) -> int:
+    """Prepare the study (data, splits, composite maps) and run one job in this process."""
+    ov = list(args.overrides) + ([f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else [])
+    cfg = load_config(args.config, ov)
+    uri = cfg.tracking.uri or default_uri(cfg.study_dir)
+    if cfg.tracking.enabled:
+        check_reachable(uri)
+    study = prepare_study(cfg)
+    if args.split >= len(study.plan.splits):
+        from benchmark.errors import ConfigError
+
+        raise ConfigError(f"--split: {args.split} is out of range (the study has {len(study.plan.splits)} splits)")
+    if stage == "generator":
+        params = {**params, "scope": study.scope(args.split)}
+    exp = (
+        ensure_experiment(uri, cfg.tracking.experiment or cfg.name, study.root / "mlartifacts")
+        if cfg.tracking.enabled
+        else None
+    )
+    spec = JobSpec(
+        stage=stage,
+        key=run_name(stage, params),
+        params=params,
+        config=config_payload(cfg),
+        tracking_uri=uri if cfg.tracking.enabled else None,
+        experiment_id=exp,
+        parent_run_id=None,
+        cfg_hash=job_hash(cfg, stage, params),
+    )
+    summary = execute(spec)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0

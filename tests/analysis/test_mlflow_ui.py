@@ -1,0 +1,210 @@
+"""A sweep's runs in the MLflow comparison UI, checked in a real browser.
+
+Starts ``mlflow server`` on 127.0.0.1 (sqlite store in the test folder), logs a tiny study over HTTP the way a
+sweep does, opens the run-comparison page in headless Chromium and reads the rendered DOM: the compared runs'
+names, the metric names and every metric value must be on the page, each under its own run. Chromium comes from
+Debian (``bash scripts/install_chromium.sh``); without it the test skips, or fails when ``LGE_REQUIRE_BROWSER=1``
+(as in CI). Set ``LGE_UI_SCREENSHOT_DIR`` to keep the page's screenshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.analysis.mlflow_source import read_study
+from benchmark.tracking import MLflowTracker, compare_url, ensure_experiment
+
+MLFLOW = Path(sys.executable).with_name("mlflow")
+# Values with at most three significant decimals: the compare view shows metrics rounded to three digits.
+RUNS = {
+    "seg/split0/seed0/real": {"mean_dice": 0.812, "mean_hd95": 7.25},
+    "seg/split0/seed0/real+spade_ldm": {"mean_dice": 0.846, "mean_hd95": 6.5},
+    "seg/split0/seed0/real+pix2pix3d": {"mean_dice": 0.779, "mean_hd95": 8.75},
+}
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--no-proxy-server", "--hide-scrollbars",
+    "--window-size=1600,1800",  # narrower windows leave the virtualised metric grid's later columns unrendered
+]  # fmt: skip
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path:
+        return path
+    reason = "Debian's chromium is not installed (bash scripts/install_chromium.sh)"
+    if os.environ.get("LGE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"LGE_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    try:
+        with opener.open(url + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server's whole process group (uvicorn runs its workers as children)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``mlflow server`` on a free 127.0.0.1 port. One worker: two took 50-57 s to start on a loaded 2-core box."""
+    _chromium()  # skip (or fail) before paying for the server
+    tmp = tmp_path_factory.mktemp("mlflow_ui")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "NO_PROXY": "127.0.0.1,localhost"}
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed in the finaliser)
+    cmd = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+           "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (tmp / "server.log").read_text()[-2000:]
+                pytest.fail(f"mlflow server did not come up on {url} (exit {proc.poll()}):\n{tail}")
+            time.sleep(0.3)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+            yield url, tmp
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _log_study(uri: str, tmp: Path) -> tuple[str, list[str]]:
+    """A parent sweep run and one child segmentation run per arm, as ``benchmark.jobs`` logs them."""
+    exp = ensure_experiment(uri, "ui_study")
+    parent = MLflowTracker(uri, exp, "sweep/ui_study", {"stage": "sweep", "protocol": "per_split"})
+    ids = []
+    for name, metrics in RUNS.items():
+        arm = name.rsplit("/", 1)[1]
+        tags = {"stage": "segmentation", "job_key": name, "split": 0, "seed": 0, "arm": arm,
+                "generator": arm.removeprefix("real").lstrip("+"), "config_hash": "c0ffee"}  # fmt: skip
+        run = MLflowTracker(uri, exp, name, tags, parent.run_id)
+        run.log_params({"segmentation.steps": 40})
+        run.log_metrics(metrics)
+        rows = pd.DataFrame({"split": 0, "seed": 0, "arm": arm, "generator": tags["generator"], "reason": "",
+                             "case_id": ["p01", "p02"], "metric": "dice", "value": metrics["mean_dice"]})  # fmt: skip
+        csv = tmp / f"{arm}.csv"
+        rows.to_csv(csv, index=False)
+        run.log_artifact(_as_per_case(csv))
+        run.end("FINISHED")
+        ids.append(run.run_id)
+    parent.end("FINISHED")
+    return exp, ids
+
+
+def _as_per_case(csv: Path) -> Path:
+    folder = csv.with_suffix("")
+    folder.mkdir()
+    return csv.rename(folder / "per_case.csv")
+
+
+class _Text(HTMLParser):
+    """The page's visible text nodes in document order (scripts and styles left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._skip -= tag in ("script", "style")
+
+    def handle_data(self, data):
+        if not self._skip and data.strip():
+            self.lines.append(data.strip())
+
+
+def _render(url: str, tmp: Path, budget_ms: int) -> tuple[list[str], Path]:
+    """DOM text and a screenshot of ``url`` after ``budget_ms`` of virtual time (the UI keeps polling)."""
+    shot = tmp / "compare.png"
+    cmd = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", f"--virtual-time-budget={budget_ms}",
+           f"--screenshot={shot}", "--dump-dom", url]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"chromium failed ({out.returncode}):\n{out.stderr[-2000:]}"
+    parser = _Text()
+    parser.feed(out.stdout)
+    return parser.lines, shot
+
+
+def _section(lines: list[str], title: str, width: int) -> list[str]:
+    """The ``width`` text nodes after a comparison section's title and its "Show diff only" switch."""
+    for i in range(len(lines) - 1):
+        if lines[i] == title and lines[i + 1] == "Show diff only":
+            return lines[i + 2 : i + 2 + width]
+    raise AssertionError(f"no '{title}' section on the page; its text: {lines[:200]}")
+
+
+def test_compare_page_shows_runs_metrics_and_values(server, tmp_path):
+    uri, _ = server
+    exp, ids = _log_study(uri, tmp_path)
+    url = compare_url(uri, exp, ids)
+    assert url == (f"{uri}/#/compare-runs?runs=" + urllib.request.quote(json.dumps(ids, separators=(",", ":")))
+                   + "&experiments=%5B%22" + exp + "%22%5D")  # fmt: skip
+    names = list(RUNS)
+    for budget in (15000, 40000):  # a slow machine may need more virtual time before the runs have loaded
+        lines, shot = _render(url, tmp_path, budget)
+        if all(n in lines for n in names):
+            break
+    assert f"Comparing {len(ids)} Runs from 1 Experiment" in lines, lines[:60]
+    start = lines.index("Run Name:")
+    assert lines[start + 1 : start + 1 + len(names)] == names  # one column per run, in the order asked for
+
+    metrics = sorted(RUNS[names[0]])
+    cells = _section(lines, "Metrics", len(metrics) * (1 + len(names)))
+    assert cells[: len(metrics)] == metrics  # metric names, then the values row by row
+    shown = [float(v) for v in cells[len(metrics) :]]
+    assert shown == [RUNS[n][m] for m in metrics for n in names]
+
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a rendered page, not a blank one
+    if os.environ.get("LGE_UI_SCREENSHOT_DIR"):
+        Path(os.environ["LGE_UI_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(os.environ["LGE_UI_SCREENSHOT_DIR"]) / "mlflow_compare.png")
+
+    # the analysis reads the same runs back over HTTP (artifacts through the server's proxy)
+    study = read_study(uri, "ui_study")
+    seg = study.frames.seg
+    assert sorted(study.runs) == sorted(names)
+    assert seg.groupby("arm")["value"].first().to_dict() == {n.rsplit("/", 1)[1]: RUNS[n]["mean_dice"] for n in names}

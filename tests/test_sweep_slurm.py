@@ -1,0 +1,119 @@
+"""A tiny sweep through real sbatch on the loopback Slurm cluster, and a preempted job that resumes.
+
+Needs the cluster from slurm/start.sh (CI starts it and sets LGE_REQUIRE_SLURM=1; elsewhere these skip).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import tiny_study_overrides
+from mlflow.tracking import MlflowClient
+
+from benchmark.cluster import make_executor
+from benchmark.config import load_config
+from benchmark.jobs import JobRunner, JobSpec, config_payload, execute, job_hash, run_name
+from benchmark.study import prepare_study
+from benchmark.sweep import main
+from benchmark.tracking import default_uri, ensure_experiment
+
+pytestmark = pytest.mark.slurm
+
+
+def _slurm_overrides(cluster: dict[str, str], root: Path) -> list[str]:
+    return [
+        "cluster.executor=slurm",
+        f"cluster.partition={cluster['LGE_SLURM_PARTITION']}",
+        f"cluster.account={cluster.get('LGE_SLURM_ACCOUNT', 'lge')}",
+        "cluster.timeout_min=5",
+        "cluster.array_parallelism=2",
+        "cluster.cpus_per_task=1",
+        "cluster.mem_gb=2",
+        f"cluster.folder={root / 'submitit'}",
+    ]
+
+
+def _sacct_jobs(folder: Path) -> list[str]:
+    ids = sorted({p.name.split("_")[0] for p in folder.glob("*_log.out")})
+    if not ids:
+        return []
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State", "-j", ",".join(ids)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_tiny_sweep_through_sbatch(cluster, tmp_path, capsys):
+    args = [
+        "--generators",
+        "pix2pix3d",
+        *tiny_study_overrides(tmp_path, n_splits=1),
+        *_slurm_overrides(cluster, tmp_path),
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    jobs = _sacct_jobs(tmp_path / "submitit")
+    # generator, 3 segmentation arms (real, real+augmented, real+pix2pix3d) and quality: every one through sbatch
+    assert len(jobs) >= 5, jobs
+    assert all(line.endswith("COMPLETED") for line in jobs), jobs
+    assert {line.split("|")[1] for line in jobs} == {"lge-generator", "lge-segmentation", "lge-quality"}
+    client = MlflowClient(default_uri(tmp_path / "tiny"))
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.data.tags.get("stage") != "sweep"]
+    assert len(children) == 5 and all(r.info.status == "FINISHED" for r in children)
+
+
+def _seg_spec(root: Path, name: str, steps: int) -> tuple[JobSpec, Path]:
+    cfg = load_config(
+        None,
+        [*tiny_study_overrides(root, name=name, n_splits=1), f"segmentation.steps={steps}", "train.checkpoint_every=5"],
+    )
+    study = prepare_study(cfg)
+    uri = default_uri(study.root)
+    exp = ensure_experiment(uri, name, study.root / "mlartifacts")
+    params = {"split": 0, "seed": 0, "arm": "real", "ratio": 1.0}
+    spec = JobSpec(
+        stage="segmentation",
+        key=run_name("segmentation", params),
+        params=params,
+        config=config_payload(cfg),
+        tracking_uri=uri,
+        experiment_id=exp,
+        parent_run_id=None,
+        cfg_hash=job_hash(cfg, "segmentation", params),
+    )
+    return spec, study.seg_dir(0, 0, "real")
+
+
+def test_preempted_job_resumes_from_checkpoint_with_identical_results(cluster, tmp_path):
+    steps = 30
+    spec, out = _seg_spec(tmp_path, "preempted", steps)
+    cfg = load_config(None, [*tiny_study_overrides(tmp_path), *_slurm_overrides(cluster, tmp_path)]).cluster
+    job = make_executor(cfg, tmp_path / "submitit").submit(JobRunner(), spec)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("ckpt-*[0-9]")):  # wait for a first checkpoint, then preempt
+        assert time.monotonic() < deadline and not job.done(), f"no checkpoint before the job ended ({job.state})"
+        time.sleep(0.2)
+    job._interrupt()  # what a preemption or time limit sends: submitit checkpoints and requeues
+    deadline = time.monotonic() + 180
+    while not job.done():
+        assert time.monotonic() < deadline, f"requeued job not done ({job.state})"
+        time.sleep(0.5)
+    summary = job.result()
+    assert summary["key"] == spec.key
+    log = "\n".join(p.read_text() for p in (tmp_path / "submitit").glob(f"{job.job_id}*_log.err"))
+    assert "resum" in log.lower(), log[-2000:]  # the engine says it resumed from a checkpoint
+
+    reference, ref_out = _seg_spec(tmp_path, "uninterrupted", steps)
+    execute(reference)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "per_case.csv"), pd.read_csv(ref_out / "per_case.csv"))
+    client = MlflowClient(spec.tracking_uri)
+    statuses = sorted(r.info.status for r in client.search_runs([spec.experiment_id]))
+    assert statuses == ["FINISHED", "KILLED"]  # the interrupted attempt is closed, the requeued one finished
