@@ -3,6 +3,8 @@
 Executors (``cluster.executor``):
 
 - ``debug``: in this process, one job after another (errors surface with a plain traceback);
+- ``pool``: ``cluster.max_local_jobs`` persistent worker processes on this machine, each importing the suite
+  once (a job in a fresh process spends ~9 s importing torch and MONAI on a laptop CPU); the laptop default;
 - ``local``: submitit's local executor, one process per job, up to ``cluster.max_local_jobs`` at once;
 - ``slurm``: submitit's Slurm executor with partition, GPUs, tasks, time, account, constraint, mem and qos from
   ``configs/cluster/*.yaml``. Jobs that become ready together go as one job array (``executor.batch()``).
@@ -77,6 +79,35 @@ class _InProcessJob:
         return self._result
 
 
+def _quiet_worker() -> None:
+    """Pool workers keep warnings only: their output is the sweep's terminal."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    start = time.time()
+    return fn(*args), time.time() - start
+
+
+class _PoolJob:
+    """A pool future seen through the submitit job interface the dispatcher uses."""
+
+    def __init__(self, future: Any):
+        self.future, self.seconds = future, 0.0
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self) -> Any:
+        try:
+            result, self.seconds = self.future.result()
+        except Exception as exc:  # the worker's exception, re-raised with its type and message
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
+        return result
+
+
 def make_executor(cfg: ClusterConfig, folder: str | Path) -> Any:
     """A submitit executor for ``local`` or ``slurm`` (``debug`` needs none: returns None).
 
@@ -86,6 +117,15 @@ def make_executor(cfg: ClusterConfig, folder: str | Path) -> Any:
     """
     if cfg.executor == "debug":
         return None
+    if cfg.executor == "pool":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(
+            max_workers=max(1, cfg.max_local_jobs),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_quiet_worker,
+        )
     import submitit
 
     folder = Path(folder)
@@ -123,7 +163,8 @@ def make_executor(cfg: ClusterConfig, folder: str | Path) -> Any:
 
 def capacity(cfg: ClusterConfig) -> int:
     """How many jobs may be in flight at once."""
-    return {"debug": 1, "local": max(1, cfg.max_local_jobs)}.get(cfg.executor, max(1, cfg.array_parallelism))
+    local = max(1, cfg.max_local_jobs)
+    return {"debug": 1, "pool": local, "local": local}.get(cfg.executor, max(1, cfg.array_parallelism))
 
 
 @dataclass
@@ -182,6 +223,8 @@ def dispatch(
             for key in list(state.pending):  # only reachable through a dependency cycle
                 state.outcomes[key] = Outcome(key, "skipped", error="dependency cycle")
                 del state.pending[key]
+    if executor is not None and hasattr(executor, "shutdown"):
+        executor.shutdown()
     return state.outcomes
 
 
@@ -194,6 +237,10 @@ def _submit(executor: Any, batch: list[JobNode], state: _State) -> None:
     if executor is None:
         for node in batch:
             state.running[node.key] = (_InProcessJob(node.fn, node.args), time.time())
+        return
+    if not hasattr(executor, "batch"):  # the process pool: futures, no job arrays
+        for node in batch:
+            state.running[node.key] = (_PoolJob(executor.submit(_timed, node.fn, *node.args)), time.time())
         return
     by_stage: dict[str, list[JobNode]] = {}
     for node in batch:
@@ -214,11 +261,11 @@ def _collect(state: _State, on_outcome: Callable[[Outcome], None] | None) -> Non
         if not job.done():
             continue
         del state.running[key]
-        seconds = getattr(job, "seconds", time.time() - start)
         try:
             result = job.results()[0] if getattr(job, "num_tasks", 1) > 1 else job.result()
-            out = Outcome(key, "done", result=result, seconds=seconds)
+            out = Outcome(key, "done", result=result, seconds=getattr(job, "seconds", 0) or time.time() - start)
         except Exception as exc:  # submitit wraps the job's exception; keep its message
+            seconds = getattr(job, "seconds", 0) or time.time() - start
             out = Outcome(key, "failed", error=str(exc).strip()[-2000:], seconds=seconds)
         state.outcomes[key] = out
         if on_outcome is not None:

@@ -210,7 +210,7 @@ class TrackingConfig:
 class ClusterConfig:
     """Where jobs run: in process, as local processes, or on Slurm (via submitit)."""
 
-    executor: Literal["debug", "local", "slurm"] = "debug"
+    executor: Literal["debug", "pool", "local", "slurm"] = "debug"
     folder: str | None = None  # submitit logs; default <study>/submitit
     partition: str | None = None
     gpus_per_node: int = 0

@@ -32,7 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study YAML (default: configs/default.yaml)")
     p.add_argument("--generators", default=None, help=f"comma list from: {', '.join(GENERATORS)}")
     p.add_argument("--seeds", default=None, help="comma list of seeds, e.g. 0,1,2")
-    p.add_argument("--executor", default=None, help="debug | local | slurm")
+    p.add_argument("--executor", default=None, help="debug | pool | local | slurm")
     p.add_argument("--cluster", default=None, help="cluster YAML, e.g. configs/cluster/slurm_v100.yaml")
     p.add_argument("--data", default=None, help="dataset folder (with --dataset-kind)")
     p.add_argument("--dataset-kind", default=None, help="phantom | la2018 | msd | lascarqs | nnunet")

@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmark.cli import main_guard  # noqa: E402
 from benchmark.single import common_args, run_one  # noqa: E402

@@ -71,6 +71,21 @@ def test_local_executor_runs_independent_jobs_in_parallel(tmp_path):
     assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values())
 
 
+def test_pool_executor_runs_in_parallel_and_isolates_failures(tmp_path):
+    log = tmp_path / "pool.txt"
+    nodes = [JobNode(f"j{i}", "segmentation", _span, (str(log), f"j{i}", 1.5)) for i in range(2)]
+    nodes += [
+        JobNode("bad", "quality", _boom, ("pool failure",)),
+        JobNode("x", "quality", _span, (str(log), "x", 0), deps=("bad",)),
+    ]
+    out = dispatch(nodes, ClusterConfig(executor="pool", max_local_jobs=2), tmp_path / "sub")
+    assert {k: o.status for k, o in out.items()} == {"j0": "done", "j1": "done", "bad": "failed", "x": "skipped"}
+    assert "ValueError: pool failure" in out["bad"].error
+    spans = {name: (float(a), float(b)) for name, a, b in (line.split() for line in log.read_text().splitlines())}
+    assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values())
+    assert out["j0"].seconds >= 1.5
+
+
 def test_unknown_dependency_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown jobs"):
         dispatch([JobNode("a", "x", _write, ("f", "a"), deps=("nope",))], ClusterConfig(), tmp_path)
