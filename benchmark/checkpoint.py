@@ -8,8 +8,9 @@ Layout of ``<run>/checkpoints/ckpt-<global step, 9 digits>/``:
 - ``rng-rank<r>.pt``: python, numpy and torch (CPU and CUDA) RNG states of rank ``r``;
 - ``<network>/``: DeepSpeed's own checkpoint of each trained network (DeepSpeed engine only).
 
-The folder is assembled as ``ckpt-<step>.tmp`` and renamed when complete, so a crash leaves at most a ``.tmp``
-folder, which resume ignores. Everything of ours is loaded with ``torch.load(weights_only=True)``.
+The folder is assembled as ``ckpt-<step>.tmp``, flushed to disk (fsync) and renamed when complete, so a killed job
+or a crashed node leaves at most a ``.tmp`` folder, which resume ignores, and never touches earlier checkpoints.
+Everything of ours is loaded with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -111,14 +112,38 @@ def save(root: Path, ctx: Any, model: Trainable, layout: list[str], meta: dict[s
         header = {"format": FORMAT, "version": VERSION, "engine": ctx.kind, "layout": layout}
         header |= {"fingerprint": fingerprint(layout), "world_size": distributed.get_world_size()}
         torch.save({**header, **meta, **payload, "extra": model.state_extra()}, tmp / "state.pt")
+    _fsync_tree(tmp)  # each rank its own files: the rename below must never publish data still in a page cache
     distributed.barrier()
     if rank == 0:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_dir(root)
         _prune(root, keep)
     distributed.barrier()
     return final
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush a checkpoint folder's files and directories to disk (a node crash then leaves whole files or none)."""
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(dirpath))
 
 
 def _prune(root: Path, keep: int) -> None:

@@ -156,7 +156,14 @@ def _tracker(spec: JobSpec, study: Study) -> Tracker:
     }
     if spec.stage == "quality":
         tags["backbone_requested"] = study.cfg.metrics.backbone
-    tracker = MLflowTracker(spec.tracking_uri, spec.experiment_id, spec.key, tags, spec.parent_run_id)
+    tracker = MLflowTracker(
+        spec.tracking_uri,
+        spec.experiment_id,
+        spec.key,
+        tags,
+        spec.parent_run_id,
+        spool_dir=study.root / "tracking-spool",
+    )
     tracker.log_params(flatten(study.cfg))
     return tracker
 
@@ -228,7 +235,7 @@ def start_parent_run(uri: str, experiment_id: str, study: Study, gens: list[str]
         "executor": cfg.cluster.executor,
         **data_fingerprint(study),
     }
-    tracker = MLflowTracker(uri, experiment_id, f"sweep/{cfg.name}", tags)
+    tracker = MLflowTracker(uri, experiment_id, f"sweep/{cfg.name}", tags, spool_dir=study.root / "tracking-spool")
     tracker.log_params(flatten(cfg))
     tracker.log_artifact(study.root / "config.yaml")
     tracker.log_artifact(study.splits_path)
@@ -238,8 +245,11 @@ def start_parent_run(uri: str, experiment_id: str, study: Study, gens: list[str]
 def finish_sweep(study: Study, parent: Tracker | None, outcomes: dict, seconds: float) -> Path | None:
     """Analysis after the jobs: summary table on stdout, report file, parent run closed."""
     from benchmark.stages import summarise_study
+    from benchmark.tracking import replay_spool
 
     report = None
+    if parent is not None:  # what jobs could not send while the server was away
+        replay_spool(study.root / "tracking-spool", getattr(parent, "uri", None), quiet=True)
     try:
         report = summarise_study(study, outcomes)
         if parent is not None and report is not None:

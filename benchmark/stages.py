@@ -7,6 +7,7 @@ summary. They hold the study wiring only; the work is done by ``benchmark.genera
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -166,12 +167,16 @@ def run_quality(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) ->
     ids = sorted(synthetic)
     train_ids = study.plan.generator_train_cases(split if scope.startswith("split") else None)
     seg = load_segmenter(study.seg_dir(split, seed, "real"), cfg.segmentation)
+    metrics_cfg = cfg.metrics
+    if cfg.segmentation.target == "cavity":  # a cavity-only segmenter says nothing about the wall
+        classes = tuple(c for c in metrics_cfg.fidelity_classes if c != "wall")
+        metrics_cfg = dataclasses.replace(metrics_cfg, fidelity_classes=classes)
     frame, summary = evaluate_generator(
         {c: arrays[c].image for c in ids},
         synthetic,
         {c: maps[c] for c in ids},
         {c: arrays[c].image for c in train_ids},
-        cfg.metrics,
+        metrics_cfg,
         cache_dir=study.root / "cache" / "features",
         segment_fn=seg.predict,
         out_dir=out,

@@ -129,9 +129,8 @@ def prepare_study(cfg: StudyConfig) -> Study:
         The ``Study``, with manifest and plan loaded.
     """
     study = Study(cfg)
+    manifest = study.manifest  # data checks first: a failed launch leaves the study folder as it was
     study.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, study.root)
-    manifest = study.manifest
     if cfg.splits.file:
         plan = load_splits(cfg.splits.file, manifest.patients())
         save_splits(plan, study.splits_path)
@@ -149,6 +148,7 @@ def prepare_study(cfg: StudyConfig) -> Study:
         raise DataError(study.splits_path, "was drawn from different data (manifest digest differs)")
     for scope in sorted({study.scope(s.index) for s in plan.splits}):
         study.composite(scope)
+    save_config(cfg, study.root)
     return study
 
 

@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
     """Run (or dry-run) a sweep; returns the exit code (1 when any job failed)."""
     from benchmark import jobs as J
     from benchmark.study import prepare_study
-    from benchmark.tracking import check_reachable, default_uri, ensure_experiment
+    from benchmark.tracking import check_reachable, default_uri, ensure_experiment, replay_spool
 
     args = parse_args(argv)
     if not logging.getLogger().handlers:  # in-process jobs stay quiet; job logs of other executors keep INFO
@@ -153,6 +153,7 @@ def main(argv: list[str]) -> int:
     exp_id = parent = None
     if cfg.tracking.enabled:
         exp_id = ensure_experiment(uri, cfg.tracking.experiment or cfg.name, study.root / "mlartifacts")
+        replay_spool(study.root / "tracking-spool", uri, quiet=True)  # left over from an earlier outage
         parent = J.start_parent_run(uri, exp_id, study, gens)
     nodes, skipped = [], 0
     for key, stage, params, deps in graph:

@@ -6,9 +6,7 @@ code never checks ranks or tracking settings.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import TrackingError
+from benchmark.tracking_spool import chunks, own_http_retries, transient
 
 log = logging.getLogger(__name__)
 
@@ -135,32 +134,7 @@ def find_finished_run(uri: str, experiment_id: str, job_key: str, cfg_hash: str)
     return runs[0].info.run_id if runs else None
 
 
-_PERMANENT_CODES = frozenset({
-    "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE",
-    "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED", "ENDPOINT_NOT_FOUND", "INVALID_REQUEST",
-})  # fmt: skip
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits
-
-
-def _transient(exc: BaseException) -> bool:
-    """A failure worth retrying: the store is away or busy. A request MLflow refused as invalid is not."""
-    return getattr(exc, "error_code", None) not in _PERMANENT_CODES
-
-
-@contextlib.contextmanager
-def _own_retries(timeout: float):
-    """Turn off MLflow's own HTTP retries (up to ~4 min of blocking per call) while the tracker retries."""
-    values = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout)))}
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _send_op(client: Any, run_id: str, op: dict[str, Any]) -> None:
@@ -253,11 +227,11 @@ class MLflowTracker(Tracker):
         t0, delay, attempt = time.monotonic(), 0.5, 0
         while True:
             try:
-                with _own_retries(self.request_timeout):
+                with own_http_retries(self.request_timeout):
                     return fn()
             except Exception as exc:  # MlflowException, requests and sqlite errors
                 attempt += 1
-                if not _transient(exc):
+                if not transient(exc):
                     raise TrackingError(f"tracking at {self.uri} refused to {what}: {exc}") from None
                 if attempt > self.retries and time.monotonic() - t0 > self.patience:
                     raise TrackingError(f"tracking at {self.uri}: could not {what} after {attempt} attempts "
@@ -285,10 +259,11 @@ class MLflowTracker(Tracker):
         while self._queue:
             op = self._queue[0]
             try:
-                with _own_retries(self.request_timeout):
+                with own_http_retries(self.request_timeout):
                     _send_op(self.client, self.run_id, op)
             except Exception as exc:
-                if not _transient(exc):
+                if not transient(exc):
+                    self._queue.pop(0)  # dropped, so the rest of the queue (and a later end) still goes through
                     raise TrackingError(f"tracking at {self.uri} refused {op['op']} for run {self.run_id}: {exc}") \
                         from None  # fmt: skip
                 self._went_away()
@@ -324,11 +299,11 @@ class MLflowTracker(Tracker):
 
     def log_params(self, params: dict[str, Any]) -> None:
         items = [[k[:250], str(v)[:6000]] for k, v in params.items()]
-        self._enqueue([{"op": "batch", "params": c} for c in _chunks(items, _BATCH_LIMITS["params"])])
+        self._enqueue([{"op": "batch", "params": c} for c in chunks(items, _BATCH_LIMITS["params"])])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         items = [[k, str(v)] for k, v in tags.items()]
-        self._enqueue([{"op": "batch", "tags": c} for c in _chunks(items, _BATCH_LIMITS["tags"])])
+        self._enqueue([{"op": "batch", "tags": c} for c in chunks(items, _BATCH_LIMITS["tags"])])
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
@@ -339,7 +314,7 @@ class MLflowTracker(Tracker):
     def flush(self) -> None:
         """Queue the buffered metric points and try to send the queue (without waiting out a back-off)."""
         points, self._buffer = self._buffer, []
-        self._enqueue([{"op": "batch", "metrics": c} for c in _chunks(points, _BATCH_LIMITS["metrics"])])
+        self._enqueue([{"op": "batch", "metrics": c} for c in chunks(points, _BATCH_LIMITS["metrics"])])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if not Path(path).is_file():
@@ -352,7 +327,7 @@ class MLflowTracker(Tracker):
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Close the run; waits up to ``patience`` s for an absent server, then leaves the rest to a replay."""
         points, self._buffer = self._buffer, []
-        ops = [{"op": "batch", "metrics": c} for c in _chunks(points, _BATCH_LIMITS["metrics"])]
+        ops = [{"op": "batch", "metrics": c} for c in chunks(points, _BATCH_LIMITS["metrics"])]
         self._enqueue([*ops, {"op": "end", "status": status, "error": error}])
         t0, attempt = time.monotonic(), 0
         while not self._drain():
@@ -365,10 +340,6 @@ class MLflowTracker(Tracker):
                 return
             time.sleep(max(0.05, self._next_try - time.monotonic()))
         replay_spool(self.spool_dir, self.uri, quiet=True)
-
-
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def replay_spool(spool_dir: str | Path | None = None, uri: str | None = None, quiet: bool = False) -> dict[str, int]:
@@ -384,26 +355,11 @@ def replay_spool(spool_dir: str | Path | None = None, uri: str | None = None, qu
     """
     from benchmark import tracking_spool as sp
 
-    counts = {"runs": 0, "ops": 0, "left": 0}
-    for claimed, header, ops in sp.claim(spool_dir or sp.default_spool_dir(), uri):
+    def sender(header: dict[str, Any]):
         client = _client(header["uri"])
-        sent = 0
-        try:
-            with _own_retries(30.0):
-                for op in ops:
-                    _send_op(client, header["run_id"], op)
-                    sent += 1
-        except Exception as exc:
-            sp.release(claimed, header, ops[sent:])
-            counts["ops"] += sent
-            counts["left"] += len(ops) - sent
-            if quiet:
-                return counts
-            raise TrackingError(f"{claimed.parent}: replay to {header['uri']} stopped ({exc})") from None
-        sp.finish(claimed, header)
-        counts["runs"] += 1
-        counts["ops"] += sent
-    return counts
+        return lambda op: _send_op(client, header["run_id"], op)
+
+    return sp.replay(spool_dir or sp.default_spool_dir(), uri, sender, quiet)
 
 
 # ---------------------------------------------------------------------------------------------------------

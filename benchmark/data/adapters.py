@@ -16,7 +16,8 @@ Supported layouts (``data.kind``):
 Patients: by default every scan is its own patient. A ``patients.csv`` in the dataset root with the columns
 ``case_id,patient_id`` maps scans to patients (e.g. pre/post-ablation scans of one person); it must name every case.
 
-Checks (each a ``DataError`` naming the file): missing or unreadable files, image/label shape or spacing mismatch,
+Checks (each a ``DataError`` naming the file): missing or unreadable files, image/label shape, spacing, axis
+orientation or origin mismatch, a path in ``dataset.json`` that leads out of the dataset root,
 label values outside the layout's set, an empty cavity, implausible spacing (outside 0.05..20 mm), and the same
 scan twice (identical file bytes or identical voxels). A header with identity spacing where the dataset is known to
 differ (``data.expected_spacing``) is a warning; ``data.spacing_override`` then replaces the spacing of such files.
@@ -31,6 +32,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -57,6 +59,7 @@ ADAPTER_VERSION = 1
 PATIENTS_CSV = "patients.csv"
 LASCARQS_VALUES: dict[int, int] = {0: 0, 1: 1, 255: 1, 420: 1}
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ENDING = re.compile(r"^\.[A-Za-z0-9][A-Za-z0-9.]*$")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,14 @@ def _dataset_dir(root: Path, pattern: str) -> Path:
     return found[0]
 
 
+def _inside(root: Path, rel: str, listed_in: Path) -> Path:
+    """``root / rel`` when ``rel`` (a path listed in a dataset file) stays inside ``root``; symlinks are allowed."""
+    full = Path(os.path.normpath(root / str(rel)))
+    if Path(str(rel)).is_absolute() or not full.is_relative_to(Path(os.path.normpath(root))):
+        raise DataError(listed_in, f"path {rel!r} escapes the dataset root {root}")
+    return full
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -131,7 +142,8 @@ def discover_msd(root: Path) -> list[SourceCase]:
     meta = root / "dataset.json"
     if meta.is_file():
         entries = _read_json(meta).get("training", [])
-        pairs = [(root / e["image"], root / e["label"]) for e in entries if "image" in e and "label" in e]
+        pairs = [(_inside(root, e["image"], meta), _inside(root, e["label"], meta)) for e in entries
+                 if "image" in e and "label" in e]  # fmt: skip
     else:
         images = sorted(p for p in (root / "imagesTr").glob("*.nii.gz") if not p.name.startswith("._"))
         pairs = [(p, root / "labelsTr" / p.name) for p in images]
@@ -175,6 +187,8 @@ def discover_nnunet(root: Path) -> list[SourceCase]:
     root = _dataset_dir(root, "Dataset*")
     meta = root / "dataset.json"
     ending = _read_json(meta).get("file_ending", ".nii.gz") if meta.is_file() else ".nii.gz"
+    if not isinstance(ending, str) or not _ENDING.match(ending):
+        raise DataError(meta, f"file_ending {ending!r} is not a file suffix such as '.nii.gz'")
     values = _nnunet_values(meta)
     cases = []
     for p in sorted((root / "imagesTr").glob(f"*_0000{ending}")):
@@ -252,6 +266,22 @@ def _same_grid(src: SourceCase, image, other, what: str) -> None:
         )
     if not np.allclose(image.spacing, other.spacing, rtol=1e-3):
         raise DataError(other.path, f"{what} spacing {other.spacing} does not match image {src.image} {image.spacing}")
+    # same shape and spacing but flipped/permuted axes or a shifted origin would pair voxels of different places
+    cosines = (np.asarray(a.affine)[:3, :3] / np.asarray(a.spacing) for a in (image, other))
+    if not np.allclose(*cosines, atol=1e-3):
+        raise DataError(other.path, f"{what} axis orientation {_axes(other.affine)} does not match image {src.image} "
+                        f"{_axes(image.affine)}; the mask would be misaligned")  # fmt: skip
+    shift = np.abs(np.asarray(image.affine)[:3, 3] - np.asarray(other.affine)[:3, 3])
+    if np.any(shift > 0.05 * min(image.spacing)):
+        raise DataError(other.path, f"{what} origin is {_fmt(shift)} mm away from image {src.image}'s origin; "
+                        "the mask would be misaligned")  # fmt: skip
+
+
+def _axes(affine: np.ndarray) -> str:
+    """Orientation code of an affine, e.g. ``RAS`` or ``LPS``."""
+    import nibabel as nib
+
+    return "".join(nib.orientations.aff2axcodes(np.asarray(affine)))
 
 
 def _wall(src: SourceCase, label, cavity: np.ndarray, image, data: DataConfig, spacing) -> np.ndarray:
