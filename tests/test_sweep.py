@@ -8,8 +8,8 @@ import socket
 import time
 
 import pytest
-from conftest import tiny_study_overrides
 from mlflow.tracking import MlflowClient
+from study_fixtures import tiny_study_overrides
 
 from benchmark.errors import ConfigError, TrackingError
 from benchmark.sweep import main

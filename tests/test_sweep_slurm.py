@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tiny_study_overrides
 from mlflow.tracking import MlflowClient
+from study_fixtures import tiny_study_overrides
 
 from benchmark.cluster import make_executor
 from benchmark.config import load_config
@@ -37,17 +37,21 @@ def _slurm_overrides(cluster: dict[str, str], root: Path) -> list[str]:
     ]
 
 
-def _sacct_jobs(folder: Path) -> list[str]:
+def _sacct_jobs(folder: Path, wait_s: float = 60.0) -> list[str]:
+    """Accounting lines (id|name|state) of the jobs submitted from ``folder``, once none is still running."""
     ids = sorted({p.name.split("_")[0] for p in folder.glob("*_log.out")})
-    if not ids:
-        return []
-    out = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State", "-j", ",".join(ids)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return [line for line in out.stdout.splitlines() if line.strip()]
+    deadline = time.monotonic() + wait_s
+    lines: list[str] = []
+    while ids:
+        cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State", "-j", ",".join(ids)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        lines = [line for line in out.stdout.splitlines() if line.strip()]
+        # the driver sees a job's result before slurmdbd has recorded the job's end
+        busy = [line for line in lines if line.endswith(("RUNNING", "COMPLETING", "PENDING"))]
+        if not busy or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    return lines
 
 
 def test_tiny_sweep_through_sbatch(cluster, tmp_path, capsys):

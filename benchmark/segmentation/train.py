@@ -182,7 +182,7 @@ def _tags(arm_data: ArmData, arm: str, split: int | str, seed: int, audit: Audit
         "split": split,
         "seed": seed,
         "ratio": arm_data.ratio,
-        "protocol": arm_data.provenance.get("protocol") or "",
+        "generator_protocol": arm_data.provenance.get("protocol") or "none",
         "leaky": "unknown" if audit is None else str(audit.leaky).lower(),
     }
 

@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_study_overrides
+from study_fixtures import tiny_study_overrides
 
 from benchmark.checkpoint import read_state
 from benchmark.config import DataConfig, load_config

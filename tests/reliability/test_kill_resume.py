@@ -29,7 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import tiny_study_overrides
+from study_fixtures import tiny_study_overrides
 
 from benchmark.checkpoint import find_latest, read_state
 from benchmark.errors import CheckpointError
