@@ -15,6 +15,7 @@ setup(
         "nibabel>=5.2",
         "pynrrd>=1.0",
         "submitit>=1.5,<2",
+        "cloudpickle>=2",
         "mlflow==3.17.2",
         "scipy>=1.11",
         "numpy>=1.26",
