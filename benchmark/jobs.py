@@ -21,6 +21,7 @@ from typing import Any
 import submitit
 
 from benchmark.config import StudyConfig, _build, config_hash, flatten, save_config, to_dict
+from benchmark.segmentation.arms import parse_arm
 from benchmark.study import Study, data_fingerprint
 from benchmark.tracking import NullTracker, Tracker
 
@@ -72,20 +73,10 @@ def job_hash(cfg: StudyConfig, stage: str, params: dict[str, Any]) -> str:
     """Hash of what a job's result depends on: its config sections, its generator's section and its parameters."""
     d = to_dict(cfg)
     parts = {k: d[k] for k in _SECTIONS[stage]}
-    gen = params.get("generator") or _arm_gen(params.get("arm", ""))
+    gen = params.get("generator") or (parse_arm(params["arm"])[1] if "arm" in params else None)
     if gen:
         parts["generator"] = d["generators"][gen]
     return config_hash({"parts": parts, "params": params})
-
-
-def _arm_gen(arm: str) -> str | None:
-    if arm.startswith("real+") and arm != "real+augmented":
-        return arm.removeprefix("real+")
-    return arm.split(":", 1)[1] if arm.startswith("synthetic_only:") else None
-
-
-def config_payload(cfg: StudyConfig) -> dict[str, Any]:
-    return to_dict(cfg)
 
 
 def code_version() -> str:

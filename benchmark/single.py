@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmark.config import load_config
-from benchmark.jobs import JobSpec, config_payload, execute, job_hash, run_name
+from benchmark.config import load_config, to_dict
+from benchmark.jobs import JobSpec, execute, job_hash, run_name
 from benchmark.study import prepare_study
 from benchmark.tracking import check_reachable, default_uri, ensure_experiment
 
@@ -45,7 +45,7 @@ def run_one(args: argparse.Namespace, stage: str, params: dict) -> int:
         stage=stage,
         key=run_name(stage, params),
         params=params,
-        config=config_payload(cfg),
+        config=to_dict(cfg),
         tracking_uri=uri if cfg.tracking.enabled else None,
         experiment_id=exp,
         parent_run_id=None,

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from benchmark.cluster import JobNode, Outcome, dispatch
-from benchmark.config import ClusterConfig, StudyConfig, _build, load_config, read_yaml
+from benchmark.config import ClusterConfig, StudyConfig, _build, load_config, read_yaml, to_dict
 from benchmark.errors import ConfigError
 from benchmark.generators import GENERATORS
 from benchmark.jobs import JobRunner, JobSpec, job_hash, run_name
-from benchmark.segmentation.arms import expand_arms
+from benchmark.segmentation.arms import expand_arms, parse_arm
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -97,7 +97,7 @@ def build_graph(cfg: StudyConfig, gens: list[str], n_splits: int, scope_of) -> l
             for arm in arms:
                 for ratio in _ratios(cfg, arm):
                     p = {"split": split, "seed": seed, "arm": arm, "ratio": ratio}
-                    gen = _arm_generator(arm)
+                    gen = parse_arm(arm)[1]
                     deps = (
                         (run_name("generator", {"generator": gen, "scope": scope_of(split), "seed": seed}),)
                         if gen
@@ -112,14 +112,6 @@ def build_graph(cfg: StudyConfig, gens: list[str], n_splits: int, scope_of) -> l
                 deps += (real_key,) if real_key else ()
                 jobs.append((run_name("quality", p), "quality", p, deps))
     return jobs
-
-
-def _arm_generator(arm: str) -> str | None:
-    if arm.startswith("real+") and arm != "real+augmented":
-        return arm.removeprefix("real+")
-    if arm.startswith("synthetic_only:"):
-        return arm.split(":", 1)[1]
-    return None
 
 
 def _ratios(cfg: StudyConfig, arm: str) -> tuple[float, ...]:
@@ -161,7 +153,7 @@ def main(argv: list[str]) -> int:
             stage=stage,
             key=key,
             params=params,
-            config=J.config_payload(cfg),
+            config=to_dict(cfg),
             tracking_uri=uri if cfg.tracking.enabled else None,
             experiment_id=exp_id,
             parent_run_id=parent.run_id if parent else None,

@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 from study_fixtures import tiny_study_overrides
 
 from benchmark.cluster import make_executor
-from benchmark.config import load_config
-from benchmark.jobs import JobRunner, JobSpec, config_payload, execute, job_hash, run_name
+from benchmark.config import load_config, to_dict
+from benchmark.jobs import JobRunner, JobSpec, execute, job_hash, run_name
 from benchmark.study import prepare_study
 from benchmark.sweep import main
 from benchmark.tracking import default_uri, ensure_experiment
@@ -87,7 +87,7 @@ def _seg_spec(root: Path, name: str, steps: int) -> tuple[JobSpec, Path]:
         stage="segmentation",
         key=run_name("segmentation", params),
         params=params,
-        config=config_payload(cfg),
+        config=to_dict(cfg),
         tracking_uri=uri,
         experiment_id=exp,
         parent_run_id=None,
