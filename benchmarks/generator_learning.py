@@ -5,6 +5,7 @@ composite label maps fitted on the training cases), trains the generator on a ha
 mean voxel-wise L1 between the volumes it generates from the training label maps and the real ones, for the
 untrained generator (step 0) and after ``--steps`` steps.
 
+    .venv/bin/python benchmarks/generator_learning.py --generator pix2pix3d           # the default config's steps
     .venv/bin/python benchmarks/generator_learning.py --generator pix2pix3d --steps 300
     .venv/bin/python benchmarks/generator_learning.py --generator spade_gan --cases 6 --threads 2
 """
@@ -39,7 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generator", default="pix2pix3d")
     parser.add_argument("--config", default="configs/default.yaml")
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps of every stage")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps of every stage (default: the config's own steps)"
+    )
     parser.add_argument("--cases", type=int, default=6, help="training cases (first patients of the phantom)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
