@@ -160,6 +160,9 @@ class _BareContext:
     def module(self, name: str) -> torch.nn.Module:
         return self.nets[name]
 
+    def unwrapped(self, name: str) -> torch.nn.Module:
+        return self.nets[name]
+
     def set_requires_grad(self, name: str, flag: bool) -> None:
         for p, initial in zip(self.nets[name].parameters(), self._flags[name], strict=True):
             p.requires_grad_(flag and initial)

@@ -1,4 +1,4 @@
-"""Rank detection from launcher environments, and a real two-rank DeepSpeed ZeRO-2 run on gloo."""
+"""Rank detection from launcher environments, and real two-rank DeepSpeed ZeRO-2 runs on gloo (incl. an R1 penalty)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_bad_rank_value():
 
 WORKER = textwrap.dedent(
     """
-    import json, sys
+    import dataclasses, json, sys
     import numpy as np, torch
     torch.set_num_threads(1)
     from benchmark import distributed
@@ -77,6 +77,18 @@ WORKER = textwrap.dedent(
                 for n, net in model.networks.items()}
         report[engine] = {"steps": result.steps, "sums": sums, "losses": [h["g_l1"] for h in result.history]}
     rank = distributed.get_rank()
+    # SPADE-LDM's R1 penalty (torch.autograd.grad on D) under ZeRO-2: it once tripped DeepSpeed's backward hooks
+    ldm_cfg = dataclasses.replace(GENERATORS["spade_ldm"].config_cls.tiny(), r1_warmup=0, ae_steps=2, diffusion_steps=1)
+    small = [lab[:16, :16, :] for lab in labels[:4]]
+    for engine, zero in (("deepspeed", 2), ("torch", None)):
+        train = TrainConfig(engine=engine, zero_stage=zero, batch_size=1, log_every=1, checkpoint_every=100)
+        model, result = train_generator(
+            "spade_ldm", ldm_cfg, [lab.astype(np.float32) / 3 for lab in small], small, num_classes=4, train=train,
+            out_dir=f"{out}/ldm-{engine}", seed=0,
+        )
+        sums = {n: float(sum(p.detach().double().sum() for p in net.parameters()))
+                for n, net in model.networks.items()}
+        report["ldm-" + engine] = {"sums": sums, "r1": [h["r1"] for h in result.history if "r1" in h]}
     report["world"] = distributed.get_world_size()
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(report, fh)
@@ -116,3 +128,7 @@ def test_two_ranks_deepspeed_zero2_agree(tmp_path):
     for name, value in ds[0]["sums"].items():
         assert torch_path[0]["sums"][name] == pytest.approx(value, rel=1e-5)
     assert (tmp_path / "deepspeed" / "checkpoints" / "ckpt-000000003" / "generator").is_dir()
+    ldm = [r["ldm-deepspeed"] for r in ranks]
+    assert ldm[0]["sums"] == ldm[1]["sums"] and all(v > 0 for v in ldm[0]["r1"])
+    for name, value in ldm[0]["sums"].items():
+        assert ranks[0]["ldm-torch"]["sums"][name] == pytest.approx(value, rel=1e-4), name

@@ -46,6 +46,10 @@ class StepContext(Protocol):
     def module(self, name: str) -> nn.Module:
         """The (possibly wrapped) network to call forward on."""
 
+    def unwrapped(self, name: str) -> nn.Module:
+        """The network itself, outside any engine wrapper: for graphs differentiated with ``torch.autograd.grad``
+        (gradient penalties), which must not pass through a wrapper's backward hooks."""
+
     def backward(self, name: str, loss: torch.Tensor) -> None:
         """Back-propagate ``loss`` into network ``name``'s parameters."""
 

@@ -226,7 +226,9 @@ class SpadeLdm:
         if adversarial:
             use_r1 = ctx.step >= cfg.r1_warmup and cfg.r1_gamma > 0
             real = image.detach().requires_grad_(use_r1)
-            real_logits = disc(real)[-1]
+            # the R1 gradient is taken with autograd.grad, which an engine wrapper's backward hooks (DeepSpeed
+            # ZeRO) would mistake for the end of a backward pass: the real branch then runs on the plain module
+            real_logits = (ctx.unwrapped("discriminator") if use_r1 else disc)(real)[-1]
             loss_d = discriminator_loss(real_logits, disc(recon.detach())[-1], cfg.gan_loss)
             if use_r1:
                 (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)

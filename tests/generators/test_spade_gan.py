@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from step_context import RecordingContext
 
 from benchmark.errors import ConfigError, DataError
 from benchmark.generators.spade_gan import SpadeGanConfig, build, one_hot_label
@@ -11,40 +12,6 @@ from benchmark.generators.spade_gan import SpadeGanConfig, build, one_hot_label
 torch.set_num_threads(1)
 SHAPE = (16, 16, 16)
 NUM_CLASSES = 4
-
-
-class Ctx:
-    """Plain-PyTorch stand-in for the engine's StepContext that records what each backward reached."""
-
-    def __init__(self, model, stage, seed: int = 0):
-        self.model, self.device, self.step = model, torch.device("cpu"), 0
-        self.generator = torch.Generator().manual_seed(seed)
-        self.opts, self.events = {}, []
-        for name, net in model.networks.items():
-            net.requires_grad_(name in stage.networks).train(name in stage.networks)
-            if name in stage.networks:
-                self.opts[name] = model.make_optimizer(name, list(net.parameters()), 10)
-
-    def module(self, name):
-        return self.model.networks[name]
-
-    def backward(self, name, loss):
-        loss.backward()
-        grads = {
-            n: [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.parameters()]
-            for n, net in self.model.networks.items()
-        }
-        frozen = {n: not any(p.requires_grad for p in net.parameters()) for n, net in self.model.networks.items()}
-        self.events.append((name, {n: any(g) for n, g in grads.items()}, frozen))
-
-    def optimizer_step(self, name):
-        opt, sched = self.opts[name]
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-
-    def set_requires_grad(self, name, flag):
-        self.model.networks[name].requires_grad_(flag)
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -64,7 +31,7 @@ def model():
 def test_step_updates_d_then_g_with_d_frozen(model):
     stage = model.stages()[0]
     assert stage.networks == ("generator", "discriminator")
-    ctx = Ctx(model, stage)
+    ctx = RecordingContext(model, stage)
     disc = model.networks["discriminator"]
     d_before = [p.detach().clone() for p in disc.parameters()]
     losses = model.train_step(ctx, stage, _batch())
@@ -89,7 +56,7 @@ def test_kl_is_the_posterior_divergence_and_positive(model):
     with torch.no_grad():
         mu, logvar = model.networks["generator"].net.encoder(batch["image"])
     expected = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
-    losses = model.train_step(Ctx(model, stage), stage, batch)
+    losses = model.train_step(RecordingContext(model, stage), stage, batch)
     assert losses["g_kl"].item() > 0
     torch.testing.assert_close(losses["g_kl"], expected)
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 from monai.networks.nets import UNet
+from step_context import RecordingContext
 
 from benchmark.errors import ConfigError
 from benchmark.generators.guidance import guided_eps, null_label_dropout
@@ -15,39 +16,6 @@ from benchmark.generators.spade_ldm import SpadeLdmConfig, build
 torch.set_num_threads(1)
 SHAPE = (16, 16, 16)
 NUM_CLASSES = 4
-
-
-class Ctx:
-    """Plain-PyTorch stand-in for the engine's StepContext that records which networks each backward reached."""
-
-    def __init__(self, model, stage, seed: int = 0):
-        self.model, self.device, self.step = model, torch.device("cpu"), 0
-        self.generator = torch.Generator().manual_seed(seed)
-        self.opts, self.events = {}, []
-        for name, net in model.networks.items():
-            net.requires_grad_(name in stage.networks).train(name in stage.networks)
-            if name in stage.networks:
-                self.opts[name] = model.make_optimizer(name, list(net.parameters()), 10)
-
-    def module(self, name):
-        return self.model.networks[name]
-
-    def backward(self, name, loss):
-        loss.backward()
-        reached = {
-            n: any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.parameters())
-            for n, net in self.model.networks.items()
-        }
-        self.events.append((name, reached))
-
-    def optimizer_step(self, name):
-        opt, sched = self.opts[name]
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-
-    def set_requires_grad(self, name, flag):
-        self.model.networks[name].requires_grad_(flag)
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -123,7 +91,7 @@ def test_training_feeds_the_null_map_to_the_unet(p_uncond):
     model.networks["unet"].register_forward_pre_hook(lambda _m, args: seen.append(args[2].detach().clone()))
     stage = model.stages()[1]
     batch = _batch()
-    losses = model.train_step(Ctx(model, stage), stage, batch)
+    losses = model.train_step(RecordingContext(model, stage), stage, batch)
     assert torch.isfinite(losses["eps_mse"])
     expected = model.latent_label(batch["label"]) * (1.0 - p_uncond)
     assert torch.equal(seen[0], expected)
@@ -141,7 +109,7 @@ def test_ddpm_and_ddim_loops_give_volumes():
 def test_autoencoder_stage_trains_autoencoder_and_discriminator_with_r1():
     model = _model(r1_warmup=1)
     stage = model.stages()[0]
-    ctx = Ctx(model, stage)
+    ctx = RecordingContext(model, stage)
     first = model.train_step(ctx, stage, _batch())
     ctx.step = 1
     second = model.train_step(ctx, stage, _batch(1))
@@ -154,7 +122,7 @@ def test_autoencoder_stage_trains_autoencoder_and_discriminator_with_r1():
 def test_latent_scale_is_measured_once_and_checkpointed():
     model = build(SpadeLdmConfig.tiny(), NUM_CLASSES, SHAPE)
     stage = model.stages()[1]
-    ctx = Ctx(model, stage)
+    ctx = RecordingContext(model, stage)
     model.train_step(ctx, stage, _batch())
     scale = model.state_extra()["latent_scale"]
     assert scale is not None and scale > 0
@@ -175,7 +143,7 @@ def test_segmentation_consistency_trains_only_the_unet():
     segmenter = _segmenter()
     model.set_segmenter(segmenter)
     stage = model.stages()[1]
-    ctx = Ctx(model, stage)
+    ctx = RecordingContext(model, stage)
     batch = _batch()
     label = batch["label"]
     # the consistency loss alone reaches the diffusion U-Net and nothing else
@@ -204,4 +172,4 @@ def test_consistency_weight_without_segmenter_fails_loudly():
     model = _model(seg_weight=1.0)
     stage = model.stages()[1]
     with pytest.raises(ConfigError, match="set_segmenter"):
-        model.train_step(Ctx(model, stage), stage, _batch())
+        model.train_step(RecordingContext(model, stage), stage, _batch())
