@@ -109,6 +109,11 @@ class TrainConfig:
     log_every: int = 25
     sync_timing: bool = False  # synchronise the device around each step so per-step timings are exact
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    prefetch: int = 2  # batches built ahead by a loader process while steps train; 0 = build each in its step
+
+    def __post_init__(self) -> None:
+        if self.prefetch < 0:
+            raise ConfigError(f"train.prefetch: {self.prefetch} must be >= 0 (0 = build each batch inside its step)")
 
 
 @dataclass(kw_only=True)

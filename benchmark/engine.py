@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -266,9 +268,14 @@ class _Run:
 
     def run_stage(self, batch_fn: BatchFn, si: int, stage: Stage, first: int) -> None:
         _set_stage_modes(self.ctx, self.model, stage)
+        key, pin = (self.seed, self.rank, si), self.ctx.device.type == "cuda"
+        with _Batches(batch_fn, key, stage.steps, self.train.prefetch, first, pin) as batches:
+            self._run_steps(batches, si, stage, first)
+
+    def _run_steps(self, batches: _Batches, si: int, stage: Stage, first: int) -> None:
         every = self.train.checkpoint_every
         for step in range(first, stage.steps):
-            values = self._step(batch_fn, si, stage, step)
+            values = self._step(batches, si, stage, step)
             res = self.result
             res.steps += 1
             res.final_losses = values
@@ -282,11 +289,11 @@ class _Run:
                     self.root, self.ctx, self.model, self.layout, meta, self.train.keep_checkpoints
                 )
 
-    def _step(self, batch_fn: BatchFn, si: int, stage: Stage, step: int) -> dict[str, float]:
+    def _step(self, batches: _Batches, si: int, stage: Stage, step: int) -> dict[str, float]:
         ctx, device = self.ctx, self.ctx.device
         _sync(device, self.train.sync_timing)
         t0 = time.perf_counter()
-        batch = _to_device(batch_fn(step, np.random.default_rng([self.seed, self.rank, si, step])), device)
+        batch = _to_device(batches.get(step), device)
         t1 = time.perf_counter()
         ctx.step = step
         ctx.generator.manual_seed(_derive_seed(self.seed, self.rank, si, step, 1))
@@ -297,3 +304,72 @@ class _Run:
         _sync(device, self.train.sync_timing)
         self.result.timings.append(StepTiming(stage.name, step, t1 - t0, time.perf_counter() - t1))
         return values
+
+
+# the loader process is forked, so batch functions may be closures (a spawned one would need them picklable);
+# where fork is not available or not safe (macOS, Windows) batches are built inside the step
+_FORK = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Step ``k`` of a stage -> ``batch_fn(k, rng_k)``, ``rng_k`` seeded from (seed, rank, stage index, k).
+
+    In a loader worker a failing ``batch_fn`` returns a ``_Failed`` marker instead of raising, so that the
+    training process can rebuild that batch itself and raise the original error (with its type and its file
+    name) rather than the loader's re-wrapped copy.
+    """
+
+    def __init__(self, batch_fn: BatchFn, key: tuple[int, int, int], steps: int):
+        self.batch_fn, self.key, self.steps = batch_fn, key, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def make(self, step: int) -> dict[str, torch.Tensor]:
+        return self.batch_fn(step, np.random.default_rng([*self.key, step]))
+
+    def __getitem__(self, step: int) -> Any:
+        try:
+            return self.make(step)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the training process by _Batches.get
+            return _Failed(f"{type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: str
+
+
+class _Batches:
+    """The batches of one stage, built ``depth`` steps ahead by a torch ``DataLoader`` worker process.
+
+    A batch depends only on its step, so building it early changes nothing but the time the training step
+    waits for it (``StepTiming.data_s``). A separate process, not a thread, keeps the batch function's Python
+    work (MONAI augmentations) from competing with the training step for the GIL. ``depth=0``, or a platform
+    without fork, builds each batch inside its step, in this process.
+    """
+
+    def __init__(self, batch_fn: BatchFn, key: tuple[int, int, int], steps: int, depth: int, first: int, pin: bool):
+        self.source = _StepBatches(batch_fn, key, steps)
+        self.iterator = None
+        if depth > 0 and first < steps and _FORK is not None:
+            loader = torch.utils.data.DataLoader(
+                self.source, batch_size=None, sampler=range(first, steps), num_workers=1,
+                prefetch_factor=depth, pin_memory=pin, multiprocessing_context=_FORK,
+            )  # fmt: skip
+            self.iterator = iter(loader)
+
+    def get(self, step: int) -> dict[str, torch.Tensor]:
+        if self.iterator is None:
+            return self.source.make(step)
+        batch = next(self.iterator)
+        if isinstance(batch, _Failed):
+            self.source.make(step)  # raises the original error here, if it is reproducible
+            raise TrainingError(f"the batch of step {step} failed in the loader process: {batch.error}")
+        return batch
+
+    def __enter__(self) -> _Batches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.iterator = None  # shuts the worker process down

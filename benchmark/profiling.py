@@ -3,11 +3,11 @@
 ``measure(point)`` builds the model (the segmentation U-Net or a registered generator), trains it for
 ``warmup + steps + 1`` steps per stage with ``benchmark.engine.fit`` and returns one CSV row per stage. Nothing
 in the engine changes: the model is wrapped (``_Profiled``) so that its ``train_step`` sees a timing
-``StepContext`` around the engine's (backward and optimizer step timed, device-synchronised on GPUs), and the
-batch function is wrapped to stamp the start of every step.
+``StepContext`` around the engine's (backward and optimizer step timed, device-synchronised on GPUs), and
+the engine may build batches ahead on a background thread (``train.prefetch``).
 
-- step time: the period between the starts of consecutive steps (everything the suite does per step: data,
-  compute, NaN guard, logging); median and quartiles over the ``steps`` steps after ``warmup``;
+- step time: the period between the starts of consecutive ``train_step`` calls (everything the suite does per
+  step: waiting for data, compute, NaN guard, logging); median and quartiles over the ``steps`` steps after ``warmup``;
 - breakdown: data wait (the engine's ``StepTiming.data_s``), forward (``train_step`` minus backward and
   optimizer), backward, optimizer step, and ``other`` (the engine's per-step bookkeeping);
 - FLOPs: the first warm-up step of each stage runs under ``FlopCounterMode`` (compiled modules eagerly);
@@ -146,7 +146,6 @@ class _Profiled:
         self.flops: dict[str, int] = {}
         self.peaks: dict[str, int] = {}
         self.optimizers: dict[str, list[torch.optim.Optimizer]] = {}
-        self.batch_t = math.nan
         self._stage: str | None = None
 
     def stages(self):
@@ -162,13 +161,6 @@ class _Profiled:
 
     def load_state_extra(self, state: dict[str, Any]) -> None:
         self.model.load_state_extra(state)
-
-    def wrap_batch_fn(self, batch_fn):
-        def stamped(step: int, rng: np.random.Generator):
-            self.batch_t = time.perf_counter()
-            return batch_fn(step, rng)
-
-        return stamped
 
     def end_stage(self) -> None:
         if self._stage is not None and self.device.type == "cuda":
@@ -189,7 +181,7 @@ class _Profiled:
         out = self.model.train_step(timed, stage, batch)
         train_s = timed._now() - t0
         self.records.append(
-            {"stage": stage.name, "step": ctx.step, "t": self.batch_t, "train_s": train_s,
+            {"stage": stage.name, "step": ctx.step, "t": t0, "train_s": train_s,
              "backward_s": timed.backward_s, "optimizer_s": timed.optimizer_s}
         )  # fmt: skip
         return out
@@ -248,12 +240,13 @@ def measure(point: ProfilePoint) -> list[dict[str, Any]]:
             cfg.train, engine=point.engine, zero_stage=point.zero_stage, precision=point.precision,
             batch_size=point.batch_size, checkpoint_every=0, keep_checkpoints=1, log_every=10**9,
             sync_timing=device.type == "cuda", threads=threads,
+            prefetch=cfg.train.prefetch if point.data == "loader" else 0,  # resident tensors need no loader
         )  # fmt: skip
         # one folder for all ranks (they write parts of the same checkpoints); removed once everyone is done
         scratch = Path(point.out_dir) / ("fit-" + point.key.replace("/", "_"))
         try:
             result = fit(
-                prof, prof.wrap_batch_fn(batch_fn), train=train, out_dir=scratch, seed=point.seed,
+                prof, batch_fn, train=train, out_dir=scratch, seed=point.seed,
                 resume=False, device=device, stage_steps={s.name: n for s in model.stages()},
             )  # fmt: skip
         finally:

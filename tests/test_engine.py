@@ -223,3 +223,54 @@ def test_deepspeed_gan_in_bf16_matches_torch(tmp_path):
         losses[engine] = [h["g"] for h in result.history]
         assert all(p.dtype == torch.float32 for p in model.networks["generator"].parameters())
     assert losses["deepspeed"] == pytest.approx(losses["torch"], rel=1e-4)
+
+
+def test_prefetched_batches_change_nothing_but_the_wait(tmp_path):
+    import os
+    import time
+
+    def slow_batch_fn(step, rng):
+        time.sleep(0.02)
+        batch = batch_fn(step, rng)
+        batch["pid"] = torch.tensor([os.getpid(), step])  # which process built which step
+        return batch
+
+    class SlowToy(Toy):  # a step that takes longer than building a batch, as in real training
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.built = []
+
+        def train_step(self, ctx, stage, batch):
+            self.built.append(tuple(batch["pid"].tolist()))
+            time.sleep(0.03)
+            return super().train_step(ctx, stage, batch)
+
+    runs, toys = {}, {}
+    for depth in (0, 2):
+        train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=0, prefetch=depth)
+        toys[depth] = SlowToy(steps=(6, 4))
+        runs[depth] = fit(toys[depth], slow_batch_fn, train=train, out_dir=tmp_path / str(depth), seed=0)
+    assert [h["mse"] for h in runs[0].history] == [h["mse"] for h in runs[2].history]
+    # every step got its own batch, in order; prefetched ones come from a loader process (one per stage)
+    assert [s for _, s in toys[0].built] == [s for _, s in toys[2].built] == [*range(6), *range(4)]
+    assert {p for p, _ in toys[0].built} == {os.getpid()}
+    loaders = [{p for p, _ in toys[2].built[:6]}, {p for p, _ in toys[2].built[6:]}]
+    assert all(len(p) == 1 and os.getpid() not in p for p in loaders)
+    # the prefetched run waits less for data than the one building batches inside the step
+    wait = {d: sum(t.data_s for t in r.timings) for d, r in runs.items()}
+    assert wait[2] < 0.5 * wait[0]
+
+
+def test_prefetched_batch_error_is_raised_as_the_original(tmp_path):
+    from benchmark.errors import DataError
+
+    def failing(step, rng):
+        if step == 3:
+            raise DataError("case_7.nii.gz", "corrupt gzip stream")
+        return batch_fn(step, rng)
+
+    train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=0, prefetch=2)
+    toy = Toy(steps=(6, 2))
+    with pytest.raises(DataError, match="case_7.nii.gz: corrupt gzip stream"):
+        fit(toy, failing, train=train, out_dir=tmp_path, seed=0)
+    assert toy.calls == 3  # steps 0-2 trained, nothing after the failing batch
