@@ -47,6 +47,9 @@ class _Context:
     def unwrapped(self, name: str) -> nn.Module:
         return self.nets[name]
 
+    def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        return distributed.all_reduce_mean(value.detach().clone())
+
     def set_requires_grad(self, name: str, flag: bool) -> None:
         for p, initial in zip(self.nets[name].parameters(), self._flags[name], strict=True):
             p.requires_grad_(flag and initial)

@@ -163,6 +163,9 @@ class _BareContext:
     def unwrapped(self, name: str) -> torch.nn.Module:
         return self.nets[name]
 
+    def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
     def set_requires_grad(self, name: str, flag: bool) -> None:
         for p, initial in zip(self.nets[name].parameters(), self._flags[name], strict=True):
             p.requires_grad_(flag and initial)

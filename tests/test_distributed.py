@@ -88,7 +88,8 @@ WORKER = textwrap.dedent(
         )
         sums = {n: float(sum(p.detach().double().sum() for p in net.parameters()))
                 for n, net in model.networks.items()}
-        report["ldm-" + engine] = {"sums": sums, "r1": [h["r1"] for h in result.history if "r1" in h]}
+        report["ldm-" + engine] = {"sums": sums, "r1": [h["r1"] for h in result.history if "r1" in h],
+                                   "latent_scale": model.latent_scale}
     report["world"] = distributed.get_world_size()
     with open(f"{out}/rank{rank}.json", "w") as fh:
         json.dump(report, fh)
@@ -130,5 +131,6 @@ def test_two_ranks_deepspeed_zero2_agree(tmp_path):
     assert (tmp_path / "deepspeed" / "checkpoints" / "ckpt-000000003" / "generator").is_dir()
     ldm = [r["ldm-deepspeed"] for r in ranks]
     assert ldm[0]["sums"] == ldm[1]["sums"] and all(v > 0 for v in ldm[0]["r1"])
+    assert ldm[0]["latent_scale"] == ldm[1]["latent_scale"]  # one scale for all ranks, not each rank's own
     for name, value in ldm[0]["sums"].items():
         assert ranks[0]["ldm-torch"]["sums"][name] == pytest.approx(value, rel=1e-4), name

@@ -59,6 +59,9 @@ class StepContext(Protocol):
     def set_requires_grad(self, name: str, flag: bool) -> None:
         """Freeze/unfreeze a network's parameters (e.g. D during the G update)."""
 
+    def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` averaged over all ranks (a copy; ``value`` itself in a single process)."""
+
 
 class Trainable(Protocol):
     """A model the engine can train. ``networks`` keys are stable names used in checkpoints."""

@@ -67,7 +67,7 @@ class SpadeLdmConfig:
     num_train_timesteps: int = 1000
     schedule: str = "cosine"  # a MONAI NoiseSchedules name: linear_beta, scaled_linear_beta, sigmoid_beta, cosine
     x0_clip: float | None = 4.0  # bound on the x0 estimate in unit-std latent space; None = no clipping
-    latent_scale: float | None = None  # None: 1 / std of the first diffusion batch's latents
+    latent_scale: float | None = None  # None: 1 / std of the first diffusion batch's latents (mean over ranks)
     p_uncond: float = 0.1  # probability of a null label map in training (classifier-free guidance)
     guidance: float = 1.5
     sampler: Literal["ddpm", "ddim"] = "ddim"
@@ -273,8 +273,8 @@ class SpadeLdm:
         with torch.no_grad():
             mu, sigma = ae(image, mode="encode")
             z = mu + sigma * torch.randn(mu.shape, generator=ctx.generator, device=ctx.device)
-            if self.latent_scale is None:
-                self.latent_scale = float(1.0 / z.std())
+            if self.latent_scale is None:  # the same on every rank: their first batches' stds averaged
+                self.latent_scale = float(1.0 / ctx.mean_over_ranks(z.std()))
             z = z * self.latent_scale
         t = torch.randint(0, cfg.num_train_timesteps, (z.shape[0],), generator=ctx.generator, device=ctx.device)
         noise = torch.randn(z.shape, generator=ctx.generator, device=ctx.device)

@@ -27,6 +27,9 @@ class RecordingContext:
     def unwrapped(self, name):
         return self.model.networks[name]
 
+    def mean_over_ranks(self, value):
+        return value
+
     def backward(self, name, loss):
         loss.backward()
         nets = self.model.networks.items()

@@ -91,7 +91,8 @@ def _crashing_batch_fn(after_calls: int):
 def test_resume_is_bit_identical(name, tmp_path):
     """3 steps straight == 2 steps, a crash, a fresh model resumed from the checkpoint, 1 step."""
     steps = _steps(_build(name), 3)
-    train = TrainConfig(engine="torch", batch_size=2, log_every=1, checkpoint_every=1, threads=1)
+    # prefetch=0: the crash counts batch_fn calls, which a loader process would count in its own copy
+    train = TrainConfig(engine="torch", batch_size=2, log_every=1, checkpoint_every=1, threads=1, prefetch=0)
     straight = fit(_build(name), _batch_fn, train=train, out_dir=tmp_path / "a", seed=3, stage_steps=steps)
     # same schedule lengths as the straight run (cosine schedulers depend on them); the job dies in the last step
     with pytest.raises(_Crash):
