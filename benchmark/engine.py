@@ -329,6 +329,9 @@ class _StepBatches(torch.utils.data.Dataset):
         return self.batch_fn(step, np.random.default_rng([*self.key, step]))
 
     def __getitem__(self, step: int) -> Any:
+        # in the loader process: its global RNGs re-seeded per step, so even a transform that ignored the rng
+        # it is given would build the same batch after a resume as in an uninterrupted run
+        seed_everything(_derive_seed(*self.key, step, 2), 0)
         try:
             return self.make(step)
         except Exception as exc:  # noqa: BLE001 - re-raised in the training process by _Batches.get
@@ -356,6 +359,9 @@ class _Batches:
             loader = torch.utils.data.DataLoader(
                 self.source, batch_size=None, sampler=range(first, steps), num_workers=1,
                 prefetch_factor=depth, pin_memory=pin, multiprocessing_context=_FORK,
+                # the worker's base seed comes from this generator, not from the training process's global RNG,
+                # whose state (dropout masks, checkpointed) must not depend on when a loader was started
+                generator=torch.Generator().manual_seed(0),
             )  # fmt: skip
             self.iterator = iter(loader)
 

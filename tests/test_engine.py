@@ -256,9 +256,10 @@ def test_prefetched_batches_change_nothing_but_the_wait(tmp_path):
     assert {p for p, _ in toys[0].built} == {os.getpid()}
     loaders = [{p for p, _ in toys[2].built[:6]}, {p for p, _ in toys[2].built[6:]}]
     assert all(len(p) == 1 and os.getpid() not in p for p in loaders)
-    # the prefetched run waits less for data than the one building batches inside the step
-    wait = {d: sum(t.data_s for t in r.timings) for d, r in runs.items()}
-    assert wait[2] < 0.5 * wait[0]
+    # after each stage's first step (which also waits for the loader process to start) the prefetched run waits
+    # for data far less than the one building every batch inside its step
+    wait = {d: float(np.median([t.data_s for t in r.timings if t.step > 0])) for d, r in runs.items()}
+    assert wait[2] < 0.5 * wait[0], wait
 
 
 def test_prefetched_batch_error_is_raised_as_the_original(tmp_path):
