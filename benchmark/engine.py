@@ -21,6 +21,7 @@ import contextlib
 import logging
 import multiprocessing
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -311,6 +312,17 @@ class _Run:
 _FORK = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
 
 
+def _quiet_loader_signals(worker_id: int) -> None:
+    """In the loader process: ignore the signals a scheduler sends the whole job for preemption and time-outs.
+
+    Slurm signals every process of a job (SIGTERM, then submitit's USR2); the forked loader would otherwise die
+    (and the training step would fail on a lost worker) or run the inherited submitit handler, which checkpoints
+    and requeues, from the wrong process. The training process handles them; the loader exits with it.
+    """
+    for name in ("SIGTERM", "SIGUSR1", "SIGUSR2"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 class _StepBatches(torch.utils.data.Dataset):
     """Step ``k`` of a stage -> ``batch_fn(k, rng_k)``, ``rng_k`` seeded from (seed, rank, stage index, k).
 
@@ -361,7 +373,7 @@ class _Batches:
                 prefetch_factor=depth, pin_memory=pin, multiprocessing_context=_FORK,
                 # the worker's base seed comes from this generator, not from the training process's global RNG,
                 # whose state (dropout masks, checkpointed) must not depend on when a loader was started
-                generator=torch.Generator().manual_seed(0),
+                generator=torch.Generator().manual_seed(0), worker_init_fn=_quiet_loader_signals,
             )  # fmt: skip
             self.iterator = iter(loader)
 
