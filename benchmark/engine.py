@@ -209,7 +209,8 @@ def fit(
     Args:
         model: the ``Trainable`` (its networks are moved to ``device``).
         batch_fn: ``batch_fn(step, rng)`` returns one batch for this rank; ``rng`` is seeded from
-            (seed, rank, stage index, step).
+            (seed, rank, stage index, step) and must be its only source of randomness. With ``train.prefetch``
+            it runs ahead of the step in a forked loader process (on Linux).
         train: engine settings (engine, precision, ZeRO stage, checkpoint/log intervals).
         out_dir: run folder; checkpoints go to ``out_dir/checkpoints``.
         seed: the run's seed.
@@ -312,15 +313,25 @@ class _Run:
 _FORK = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
 
 
+_JOB_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+_PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
+
+
 def _quiet_loader_signals(worker_id: int) -> None:
     """In the loader process: ignore the signals a scheduler sends the whole job for preemption and time-outs.
 
     Slurm signals every process of a job (SIGTERM, then submitit's USR2); the forked loader would otherwise die
     (and the training step would fail on a lost worker) or run the inherited submitit handler, which checkpoints
-    and requeues, from the wrong process. The training process handles them; the loader exits with it.
+    and requeues, from the wrong process. The training process handles them and the loader dies with it (the
+    kernel sends it SIGKILL when its parent exits). The signals were blocked across the fork (``_Batches``), so
+    none can reach the inherited handler before this runs.
     """
-    for name in ("SIGTERM", "SIGUSR1", "SIGUSR2"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    import ctypes
+
+    for sig in _JOB_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _JOB_SIGNALS)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -355,11 +366,20 @@ class _Failed:
     error: str
 
 
+_LOADER_TIMEOUT_S = 600.0  # a batch that takes longer means a hung loader process: fail instead of waiting
+
+
+def _as_built(batch: Any) -> Any:
+    """The loader's collate function: hand the batch over as ``batch_fn`` built it (no numpy -> tensor conversion)."""
+    return batch
+
+
 class _Batches:
     """The batches of one stage, built ``depth`` steps ahead by a torch ``DataLoader`` worker process.
 
-    A batch depends only on its step, so building it early changes nothing but the time the training step
-    waits for it (``StepTiming.data_s``). A separate process, not a thread, keeps the batch function's Python
+    A batch depends only on its step (``batch_fn`` must draw randomness from the ``rng`` it is given only, never
+    from the global RNGs), so building it early changes nothing but the time the training step waits for it
+    (``StepTiming.data_s``). A separate process, not a thread, keeps the batch function's Python
     work (MONAI augmentations) from competing with the training step for the GIL. ``depth=0``, or a platform
     without fork, builds each batch inside its step, in this process.
     """
@@ -374,8 +394,13 @@ class _Batches:
                 # the worker's base seed comes from this generator, not from the training process's global RNG,
                 # whose state (dropout masks, checkpointed) must not depend on when a loader was started
                 generator=torch.Generator().manual_seed(0), worker_init_fn=_quiet_loader_signals,
+                collate_fn=_as_built, timeout=_LOADER_TIMEOUT_S,
             )  # fmt: skip
-            self.iterator = iter(loader)
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _JOB_SIGNALS)  # held while the worker is forked
+            try:
+                self.iterator = iter(loader)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def get(self, step: int) -> dict[str, torch.Tensor]:
         if self.iterator is None:

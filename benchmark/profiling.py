@@ -4,7 +4,7 @@
 ``warmup + steps + 1`` steps per stage with ``benchmark.engine.fit`` and returns one CSV row per stage. Nothing
 in the engine changes: the model is wrapped (``_Profiled``) so that its ``train_step`` sees a timing
 ``StepContext`` around the engine's (backward and optimizer step timed, device-synchronised on GPUs), and
-the engine may build batches ahead on a background thread (``train.prefetch``).
+the engine may build batches ahead in a loader process (``train.prefetch``).
 
 - step time: the period between the starts of consecutive ``train_step`` calls (everything the suite does per
   step: waiting for data, compute, NaN guard, logging); median and quartiles over the ``steps`` steps after ``warmup``;
@@ -296,7 +296,8 @@ def _stage_row(point: ProfilePoint, stage: str, prof: _Profiled, timings: list, 
     nxt = {r["step"]: r["t"] for r in recs}
     samples: dict[str, list[float]] = {k: [] for k in ("period", "data", "forward", "backward", "optimizer", "other")}
     for r in timed:
-        period, d = nxt[r["step"] + 1] - r["t"], data.get(r["step"], 0.0)
+        # a period runs from this train_step's start to the next one's, so it holds the next step's data wait
+        period, d = nxt[r["step"] + 1] - r["t"], data.get(r["step"] + 1, 0.0)
         samples["period"].append(period)
         samples["data"].append(d)
         samples["forward"].append(r["train_s"] - r["backward_s"] - r["optimizer_s"])

@@ -3,7 +3,8 @@
 # configs/default.yaml), 20 timed steps after 5 warm-up steps, one thread per rank, torch and DeepSpeed ZeRO-2 on
 # 1 and 2 ranks, the bare-loop reference and the real-data-loader check (alternated 3 rounds in one process) and,
 # for spade_ldm, DDIM-50 vs DDPM-1000 sampling; then the U-Net FLOP count at 256x256x64 and the plots.
-# spade_ldm runs with r1_gamma=0: DeepSpeed ZeRO-1/2 fails on the R1 penalty's torch.autograd.grad (see the note).
+# spade_ldm runs with r1_gamma=0, as when these figures were taken (DeepSpeed ZeRO-1/2 then failed on the R1
+# penalty's torch.autograd.grad; fixed since, see profile_cpu.md).
 # One configuration at a time; about 30 minutes on 2 shared cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -60,7 +60,7 @@ class StepContext(Protocol):
         """Freeze/unfreeze a network's parameters (e.g. D during the G update)."""
 
     def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        """``value`` averaged over all ranks (a copy; ``value`` itself in a single process)."""
+        """``value`` averaged over all ranks (implementations may return ``value`` itself or a copy)."""
 
 
 class Trainable(Protocol):
