@@ -193,7 +193,7 @@ def bare_loop(prof: Any, batch: dict[str, torch.Tensor], point: Any, device: tor
         point: the ``ProfilePoint`` (steps, precision, seed).
         device: where the networks are.
     """
-    from benchmark.engine import _derive_seed, seed_everything
+    from benchmark.engine_batches import derive_seed, seed_everything
 
     n = point.warmup + point.steps + 1
     amp = PrecisionCtx(device, point.precision)
@@ -206,7 +206,7 @@ def bare_loop(prof: Any, batch: dict[str, torch.Tensor], point: Any, device: tor
         for step in range(n):
             prof.batch_t = time.perf_counter()
             ctx.step = step
-            ctx.generator.manual_seed(_derive_seed(point.seed, 0, si, step, 1))
+            ctx.generator.manual_seed(derive_seed(point.seed, 0, si, step, 1))
             with amp():
                 prof.train_step(ctx, stage, batch)
             if device.type == "cuda":

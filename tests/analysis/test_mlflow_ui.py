@@ -12,22 +12,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from server_helpers import free_port, start_mlflow, stop, wait_healthy
 
 from benchmark.analysis.mlflow_source import read_study
 from benchmark.tracking import MLflowTracker, compare_url, ensure_experiment
 
-MLFLOW = Path(sys.executable).with_name("mlflow")
 # Values with at most three significant decimals: the compare view shows metrics rounded to three digits.
 RUNS = {
     "seg/split0/seed0/real": {"mean_dice": 0.812, "mean_hd95": 7.25},
@@ -51,61 +47,22 @@ def _chromium() -> str:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-    try:
-        with opener.open(url + "/health", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server's whole process group (uvicorn runs its workers as children)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``mlflow server`` on a free 127.0.0.1 port. One worker: two took 50-57 s to start on a loaded 2-core box."""
     _chromium()  # skip (or fail) before paying for the server
     tmp = tmp_path_factory.mktemp("mlflow_ui")
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "NO_PROXY": "127.0.0.1,localhost"}
-    log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed in the finaliser)
-    cmd = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-           "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    port = free_port()
+    log = tmp / "server.log"
+    proc = start_mlflow(f"sqlite:///{tmp / 'mlflow.db'}", port, tmp, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (tmp / "server.log").read_text()[-2000:]
-                pytest.fail(f"mlflow server did not come up on {url} (exit {proc.poll()}):\n{tail}")
-            time.sleep(0.3)
+        wait_healthy(proc, url, log, timeout=90)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("NO_PROXY", "127.0.0.1,localhost")
             yield url, tmp
     finally:
-        _stop(proc)
-        log.close()
+        stop(proc)
 
 
 def _log_study(uri: str, tmp: Path) -> tuple[str, list[str]]:

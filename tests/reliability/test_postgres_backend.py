@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_servers import Postgres, free_port, listening, postgres_bindir, start_mlflow, stop, wait_healthy
+from server_helpers import Postgres, free_port, listening, postgres_bindir, start_mlflow, stop, wait_healthy
 
 from benchmark.tracking import ensure_experiment
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_servers import free_port, listening, start_ui, stop, wait_healthy
+from server_helpers import free_port, listening, start_ui, stop, wait_healthy
 
 from benchmark.tracking import ensure_experiment, replay_spool
 

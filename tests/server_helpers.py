@@ -1,4 +1,4 @@
-"""Servers the reliability tests start and stop: ``mlflow server`` (through ``launchers/mlflow_ui.sh`` or
+"""Servers the tests start and stop: ``mlflow server`` (through ``launchers/mlflow_ui.sh`` or
 directly) and a private PostgreSQL cluster. Everything binds to 127.0.0.1 on a free port."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 MLFLOW = Path(sys.executable).with_name("mlflow")
 UI_SCRIPT = REPO / "launchers" / "mlflow_ui.sh"
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "NO_PROXY": "127.0.0.1,localhost"}
