@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -22,11 +23,20 @@ def _write(path, text, sleep=0.0):
     return text
 
 
-def _span(path, name, sleep):
-    start = time.time()
+def _meet(folder, name, peers, sleep=0.0, timeout=120.0):
+    """Mark this job as started, then wait for every peer to have started: only concurrent jobs all return.
+
+    Jobs run one after another would time out in the first one, however slowly the executor starts processes.
+    """
+    folder = Path(folder)
+    (folder / f"{name}.started").touch()
+    deadline = time.monotonic() + timeout
+    while not all((folder / f"{peer}.started").exists() for peer in peers):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: {peers} never started while it was running")
+        time.sleep(0.05)
     time.sleep(sleep)
-    with open(path, "a") as fh:
-        fh.write(f"{name} {start} {time.time()}\n")
+    return name
 
 
 def _boom(msg):
@@ -61,28 +71,24 @@ def test_debug_runs_in_dependency_order_and_isolates_failures(tmp_path):
 
 
 def test_local_executor_runs_independent_jobs_in_parallel(tmp_path):
-    log = tmp_path / "par.txt"
-    nodes = [JobNode(f"j{i}", "segmentation", _span, (str(log), f"j{i}", 2.0)) for i in range(2)]
+    names = ["j0", "j1"]
+    nodes = [JobNode(n, "segmentation", _meet, (str(tmp_path), n, names, 0.0, 60.0)) for n in names]
     out = dispatch(nodes, ClusterConfig(executor="local", max_local_jobs=2), tmp_path / "sub")
-    assert all(o.status == "done" for o in out.values())
-    spans = {name: (float(a), float(b)) for name, a, b in (line.split() for line in log.read_text().splitlines())}
-    assert sorted(spans) == ["j0", "j1"]
-    # the two jobs were running at the same time (separate processes)
-    assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values())
+    # each job waited for the other to start: both finish only if they ran at the same time (separate processes)
+    assert {k: o.status for k, o in out.items()} == {"j0": "done", "j1": "done"}, {k: o.error for k, o in out.items()}
 
 
 def test_pool_executor_runs_in_parallel_and_isolates_failures(tmp_path):
-    log = tmp_path / "pool.txt"
-    nodes = [JobNode(f"j{i}", "segmentation", _span, (str(log), f"j{i}", 1.5)) for i in range(2)]
+    names = ["j0", "j1"]
+    nodes = [JobNode(n, "segmentation", _meet, (str(tmp_path), n, names, 1.5, 60.0)) for n in names]
     nodes += [
         JobNode("bad", "quality", _boom, ("pool failure",)),
-        JobNode("x", "quality", _span, (str(log), "x", 0), deps=("bad",)),
+        JobNode("x", "quality", _meet, (str(tmp_path), "x", []), deps=("bad",)),
     ]
     out = dispatch(nodes, ClusterConfig(executor="pool", max_local_jobs=2), tmp_path / "sub")
     assert {k: o.status for k, o in out.items()} == {"j0": "done", "j1": "done", "bad": "failed", "x": "skipped"}
     assert "ValueError: pool failure" in out["bad"].error
-    spans = {name: (float(a), float(b)) for name, a, b in (line.split() for line in log.read_text().splitlines())}
-    assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values())
+    assert not (tmp_path / "x.started").exists()  # a job after a failed one never ran
     assert out["j0"].seconds >= 1.5
 
 
