@@ -20,7 +20,7 @@ from typing import Any
 
 import submitit
 
-from benchmark.config import StudyConfig, _build, config_hash, flatten, save_config, to_dict
+from benchmark.config import StudyConfig, build_section, config_hash, flatten, save_config, to_dict
 from benchmark.segmentation.arms import parse_arm
 from benchmark.study import Study, data_fingerprint
 from benchmark.tracking import NullTracker, Tracker
@@ -169,7 +169,7 @@ def execute(spec: JobSpec) -> dict[str, Any]:
 
     if not logging.getLogger().handlers:  # progress lines of the engine in the job's log
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = _build(StudyConfig, spec.config, "")
+    cfg = build_section(StudyConfig, spec.config, "")
     study = Study(cfg)
     tracker = _tracker(spec, study)
     _ACTIVE["tracker"] = tracker

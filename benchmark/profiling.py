@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from benchmark import distributed
-from benchmark.config import StudyConfig, _build
+from benchmark.config import StudyConfig, build_section
 from benchmark.errors import ConfigError
 from benchmark.profiling_flops import count_flops
 from benchmark.profiling_model import (
@@ -219,7 +219,7 @@ def measure(point: ProfilePoint) -> list[dict[str, Any]]:
     """
     from benchmark.engine import fit
 
-    cfg: StudyConfig = _build(StudyConfig, point.config, "")
+    cfg: StudyConfig = build_section(StudyConfig, point.config, "")
     device = _resolve_device(point)
     # default: share this machine's cores between the ranks (2 ranks on 2 cores must not oversubscribe)
     threads = point.threads or max(1, len(os.sched_getaffinity(0)) // point.ranks)

@@ -66,11 +66,11 @@ def build_model(point: Any, cfg: StudyConfig) -> tuple[Any, int, dict[str, Any]]
 
 def _apply_set(section: Any, values: dict[str, Any], where: str) -> Any:
     """``section`` with fields replaced by ``values`` (typed by the section's annotations; unknown keys raise)."""
-    from benchmark.config import _build, to_dict
+    from benchmark.config import build_section, to_dict
 
     if not values:
         return section
-    return _build(type(section), {**to_dict(section), **values}, where)
+    return build_section(type(section), {**to_dict(section), **values}, where)
 
 
 def segmentation_config(point: Any, cfg: StudyConfig) -> Any:

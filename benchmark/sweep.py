@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from benchmark.cluster import JobNode, Outcome, dispatch
-from benchmark.config import ClusterConfig, StudyConfig, _build, load_config, read_yaml, to_dict
+from benchmark.config import ClusterConfig, StudyConfig, build_section, load_config, read_yaml, to_dict
 from benchmark.errors import ConfigError
 from benchmark.generators import GENERATORS
 from benchmark.jobs import JobRunner, JobSpec, job_hash, run_name
@@ -64,7 +64,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[StudyConfig, list[str]]:
         ov.append(f"splits.protocol={args.protocol}")
     cfg = load_config(args.config, ov)
     if args.cluster:
-        cluster = _build(ClusterConfig, read_yaml(args.cluster), "cluster")
+        cluster = build_section(ClusterConfig, read_yaml(args.cluster), "cluster")
         if args.executor:
             cluster.executor = cfg.cluster.executor
         cfg.cluster = cluster

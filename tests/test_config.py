@@ -20,9 +20,9 @@ def test_configs_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.name))
 def test_every_config_loads(path):
     if path.parent.name == "cluster":
-        from benchmark.config import ClusterConfig, _build, read_yaml
+        from benchmark.config import ClusterConfig, build_section, read_yaml
 
-        _build(ClusterConfig, read_yaml(path), "cluster")
+        build_section(ClusterConfig, read_yaml(path), "cluster")
         return
     if path.name == "gpu_peaks.yaml":  # the profiler's GPU peak table, not a study config
         from benchmark.profiling_model import load_peaks
