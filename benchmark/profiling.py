@@ -11,7 +11,9 @@ the engine may build batches ahead in a loader process (``train.prefetch``).
 - breakdown: data wait (the engine's ``StepTiming.data_s``), forward (``train_step`` minus backward and
   optimizer), backward, optimizer step, and ``other`` (the engine's per-step bookkeeping);
 - FLOPs: the first warm-up step of each stage runs under ``FlopCounterMode`` (compiled modules eagerly);
-- memory: ``torch.cuda.max_memory_allocated`` per stage on GPUs, peak RSS of the process on the CPU;
+- memory: ``torch.cuda.max_memory_allocated`` per stage on GPUs, peak RSS of the process on the CPU; a row with the
+  real loader also has the loader process's peak RSS (``peak_mem_loader_bytes``: the largest finished child
+  process, so in a shared driver process possibly an earlier configuration's loader or DeepSpeed's compiler);
 - optimizer state: bytes of the tensors in the optimizers' ``state`` on each rank after training (the
   partitions a ZeRO stage leaves on the rank).
 
@@ -203,8 +205,8 @@ def _prepare_networks(model: Any, point: ProfilePoint, device: torch.device) -> 
             net.compile()
 
 
-def _rss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+def _rss_bytes(who: int = resource.RUSAGE_SELF) -> int:
+    return int(resource.getrusage(who).ru_maxrss) * 1024  # Linux reports KiB
 
 
 def measure(point: ProfilePoint) -> list[dict[str, Any]]:
@@ -255,8 +257,11 @@ def measure(point: ProfilePoint) -> list[dict[str, Any]]:
                 shutil.rmtree(scratch, ignore_errors=True)
         prof.end_stage()
         timings = result.timings
+    # the loader process has been joined by now: RUSAGE_CHILDREN holds its peak (the largest finished child's)
+    loader = point.mode == "suite" and point.data == "loader" and cfg.train.prefetch > 0
     local = {"peaks": prof.peaks, "rss": _rss_bytes(), "opt": {
-        s.name: opt_state_bytes(prof.optimizers, s.networks) for s in model.stages()}}  # fmt: skip
+        s.name: opt_state_bytes(prof.optimizers, s.networks) for s in model.stages()},
+        "child_rss": _rss_bytes(resource.RUSAGE_CHILDREN) if loader else None}  # fmt: skip
     everyone = _gather(local)
     if distributed.get_rank() != 0:
         return []
@@ -307,6 +312,7 @@ def _stage_row(point: ProfilePoint, stage: str, prof: _Profiled, timings: list, 
     cuda = device.type == "cuda"
     peak = max((e["peaks"].get(stage, 0) for e in everyone), default=0) if cuda else max(e["rss"] for e in everyone)
     opt = [e["opt"][stage] for e in everyone]
+    loaders = [e["child_rss"] for e in everyone]
     row = {
         "point": point.key, "model": point.model, "stage": stage, "mode": point.mode, "data": point.data,
         "shape": "x".join(map(str, point.shape)), "batch_size": point.batch_size, "engine": point.engine,
@@ -314,6 +320,7 @@ def _stage_row(point: ProfilePoint, stage: str, prof: _Profiled, timings: list, 
         "precision": point.precision, "ranks": point.ranks, "compile": point.compile,
         "channels_last": point.channels_last, "steps": point.steps, "warmup": point.warmup, "rounds": 1,
         "peak_mem_bytes": peak,
+        "peak_mem_loader_bytes": math.nan if cuda or None in loaders else max(loaders),
         "peak_mem_source": "torch.cuda.max_memory_allocated (stage, max over ranks)" if cuda else
         ("ru_maxrss (process, max over ranks)" if os.environ.get("LGE_PROFILE_ISOLATED") else
          "ru_maxrss (shared driver process: includes earlier work)"),

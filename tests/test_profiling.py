@@ -75,6 +75,8 @@ def test_grid_runs_every_column_and_ratios(tmp_path):
     assert suite["opt_state_bytes_per_rank"] > 0 and suite["peak_mem_bytes"] > 0
     loader = df[df["data"] == "loader"].iloc[0]
     assert loader["loader_over_memory"] > 0 and loader["data_s_median"] > suite["data_s_median"]
+    assert loader["peak_mem_loader_bytes"] > 2**20  # the loader process's own peak RSS
+    assert df.loc[df["data"] == "memory", "peak_mem_loader_bytes"].isna().all()
     for _, row in df.iterrows():  # every empty cell is explained
         reasons = row["na_reasons"] if isinstance(row["na_reasons"], str) else ""
         for col in COLUMNS:
