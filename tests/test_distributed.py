@@ -134,3 +134,44 @@ def test_two_ranks_deepspeed_zero2_agree(tmp_path):
     assert ldm[0]["latent_scale"] == ldm[1]["latent_scale"]  # one scale for all ranks, not each rank's own
     for name, value in ldm[0]["sums"].items():
         assert ranks[0]["ldm-torch"]["sums"][name] == pytest.approx(value, rel=1e-4), name
+
+
+NAN_WORKER = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+    torch.set_num_threads(1)
+    from benchmark.config import TrainConfig
+    from benchmark.engine import fit
+    from benchmark.errors import TrainingError
+    from test_engine import Toy, batch_fn
+
+    out, rank = sys.argv[1], int(os.environ["RANK"])
+    train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=100, prefetch=0)
+    try:
+        fit(Toy(nan_at=2 if rank == 1 else None, steps=(5, 2)), batch_fn, train=train, out_dir=f"{out}/run", seed=0)
+        message = "finished"
+    except TrainingError as exc:
+        message = str(exc)
+    with open(f"{out}/rank{rank}.txt", "w") as fh:
+        fh.write(message)
+    """
+)
+
+
+@pytest.mark.slow
+def test_nan_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path):
+    script = tmp_path / "nan_worker.py"
+    script.write_text(NAN_WORKER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+    # without the shared check rank 0 goes on into step 3's gradient all-reduce and dies there with gloo's
+    # "Connection closed by peer", which names neither the loss nor the step (NCCL would wait for its timeout)
+    proc = subprocess.run(
+        [*cmd, str(script), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "rank1.txt").read_text() == "stage 'first' step 2: loss 'mse' is nan (not finite)"
+    assert (tmp_path / "rank0.txt").read_text().startswith("stage 'first' step 2: a loss is not finite on another rank")
