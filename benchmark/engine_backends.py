@@ -93,7 +93,7 @@ class TorchContext(_Context):
     def optimizer_step(self, name: str) -> None:
         opt = self.optimizers[name]
         if self.world > 1:
-            _all_reduce_grads([p.grad for p in self.nets[name].parameters() if p.grad is not None])
+            all_reduce_grads(list(self.nets[name].parameters()))
         if name in self.scalers:
             self.scalers[name].step(opt)
             self.scalers[name].update()
@@ -122,25 +122,36 @@ class TorchContext(_Context):
             scaler.load_state_dict(state["scalers"][n])
 
 
-def _all_reduce_grads(grads: list[torch.Tensor], bucket_bytes: int = 25 * 2**20) -> None:
-    """Average gradients over ranks in place, a few flat buckets at a time rather than one call per tensor.
+def all_reduce_grads(params: list[torch.nn.Parameter], bucket_bytes: int = 25 * 2**20) -> None:
+    """Average the gradients of ``params`` over ranks, a few flat buckets at a time rather than one call per tensor.
 
     Over gloo each collective costs a round trip, so per-parameter all-reduces dominate a small network's step.
-    Every rank holds the same parameters with gradients (same model, same step), so the buckets line up.
+    The buckets are laid out over every parameter that requires a gradient (the same on all ranks: same model,
+    same stage), not over those that got one, so a branch one rank did not use cannot shift the layout: a missing
+    gradient counts as zeros (as in DDP), and a flag per parameter, reduced in the same buckets, leaves it None
+    only where no rank had one.
     """
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    tensors = [*grads, present]
     bucket: list[torch.Tensor] = []
     size = 0
-    for i, grad in enumerate(grads):
-        bucket.append(grad)
-        size += grad.numel() * grad.element_size()
-        same_dtype = i + 1 < len(grads) and grads[i + 1].dtype == grad.dtype and grads[i + 1].device == grad.device
-        if size >= bucket_bytes or not same_dtype:
+    for i, t in enumerate(tensors):
+        bucket.append(t)
+        size += t.numel() * t.element_size()
+        last = i + 1 == len(tensors)
+        if last or size >= bucket_bytes or tensors[i + 1].dtype != t.dtype or tensors[i + 1].device != t.device:
             flat = distributed.all_reduce_mean(torch.cat([g.reshape(-1) for g in bucket]))
             offset = 0
             for g in bucket:
                 g.copy_(flat[offset : offset + g.numel()].view_as(g))
                 offset += g.numel()
             bucket, size = [], 0
+    for p, grad, anywhere in zip(params, grads, present.tolist(), strict=True):
+        p.grad = grad if anywhere > 0 else None
 
 
 def _find_json(path_str: str) -> Path:

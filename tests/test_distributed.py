@@ -136,13 +136,15 @@ def test_two_ranks_deepspeed_zero2_agree(tmp_path):
         assert ranks[0]["ldm-torch"]["sums"][name] == pytest.approx(value, rel=1e-4), name
 
 
-NAN_WORKER = textwrap.dedent(
+DIVERGING_WORKER = textwrap.dedent(
     """
-    import os, sys
+    import json, os, sys
     import torch
     torch.set_num_threads(1)
+    from benchmark import distributed
     from benchmark.config import TrainConfig
     from benchmark.engine import fit
+    from benchmark.engine_backends import all_reduce_grads
     from benchmark.errors import TrainingError
     from test_engine import Toy, batch_fn
 
@@ -150,28 +152,50 @@ NAN_WORKER = textwrap.dedent(
     train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=100, prefetch=0)
     try:
         fit(Toy(nan_at=2 if rank == 1 else None, steps=(5, 2)), batch_fn, train=train, out_dir=f"{out}/run", seed=0)
-        message = "finished"
+        report = {"error": "finished"}
     except TrainingError as exc:
-        message = str(exc)
-    with open(f"{out}/rank{rank}.txt", "w") as fh:
-        fh.write(message)
+        report = {"error": str(exc)}
+    # gradients that differ between ranks: rank 0 used the first two parameters, rank 1 the first, nobody the third
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in ((3,), (2, 2), (4,))]
+    params[0].grad = torch.full((3,), 1.0 + 2 * rank)
+    if rank == 0:
+        params[1].grad = torch.full((2, 2), 2.0)
+    all_reduce_grads(params, bucket_bytes=16)  # small buckets: the layout crosses parameters
+    report["grads"] = [p.grad.tolist() if p.grad is not None else None for p in params]
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump(report, fh)
+    distributed.cleanup()
     """
 )
 
 
-@pytest.mark.slow
-def test_nan_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path):
-    script = tmp_path / "nan_worker.py"
-    script.write_text(NAN_WORKER)
+@pytest.fixture(scope="module")
+def diverging_ranks(tmp_path_factory):
+    """Two gloo ranks that disagree: a NaN loss on rank 1 only, and gradients that only rank 0 has."""
+    tmp_path = tmp_path_factory.mktemp("diverging")
+    script = tmp_path / "worker.py"
+    script.write_text(DIVERGING_WORKER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
-    # without the shared check rank 0 goes on into step 3's gradient all-reduce and dies there with gloo's
-    # "Connection closed by peer", which names neither the loss nor the step (NCCL would wait for its timeout)
     proc = subprocess.run(
         [*cmd, str(script), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "rank1.txt").read_text() == "stage 'first' step 2: loss 'mse' is nan (not finite)"
-    assert (tmp_path / "rank0.txt").read_text().startswith("stage 'first' step 2: a loss is not finite on another rank")
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_nan_loss_on_one_rank_stops_every_rank_at_that_step(diverging_ranks):
+    # without the shared check rank 0 goes on into step 3's gradient all-reduce and dies there with gloo's
+    # "Connection closed by peer", which names neither the loss nor the step (NCCL would wait for its timeout)
+    assert diverging_ranks[1]["error"] == "stage 'first' step 2: loss 'mse' is nan (not finite)"
+    assert diverging_ranks[0]["error"].startswith("stage 'first' step 2: a loss is not finite on another rank")
+
+
+@pytest.mark.slow
+def test_gradient_average_when_ranks_have_different_gradients(diverging_ranks):
+    # the mean over ranks, a missing gradient counting as zeros; None only where no rank had one
+    expected = [[2.0, 2.0, 2.0], [[1.0, 1.0], [1.0, 1.0]], None]
+    assert diverging_ranks[0]["grads"] == diverging_ranks[1]["grads"] == expected
