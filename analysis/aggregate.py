@@ -22,7 +22,8 @@ from benchmark.analysis.mlflow_source import read_study, stage_of
 from benchmark.analysis.significance import significance_table
 from benchmark.analysis.tables import quality_table, segmentation_table, to_markdown, write_table
 from benchmark.cli import main_guard
-from benchmark.tracking import compare_url, default_uri
+from benchmark.tracking import default_uri
+from benchmark.tracking_runs import compare_url
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -22,7 +22,8 @@ import pytest
 from server_helpers import free_port, start_mlflow, stop, wait_healthy
 
 from benchmark.analysis.mlflow_source import read_study
-from benchmark.tracking import MLflowTracker, compare_url, ensure_experiment
+from benchmark.tracking import MLflowTracker, ensure_experiment
+from benchmark.tracking_runs import compare_url
 
 # Values with at most three significant decimals: the compare view shows metrics rounded to three digits.
 RUNS = {

@@ -1,0 +1,123 @@
+"""Reading a study back from MLflow (the analysis side), as plain Python values: callers never touch mlflow
+objects, and mlflow is imported by ``benchmark.tracking`` only (``client_for``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import TrackingError
+from benchmark.tracking import MLFLOW_PARENT_TAG, client_for
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as plain values.
+
+    Args:
+        run_id: MLflow run id.
+        name: run name (``seg/split2/seed0/real+spade_ldm``, ``sweep/<study>``, ...).
+        status: ``FINISHED``, ``FAILED``, ``RUNNING``, ``KILLED`` or ``SCHEDULED``.
+        start_time: milliseconds since the epoch (orders re-runs of the same job).
+        tags: user tags (MLflow's own ``mlflow.*`` tags left out, except the parent id in ``parent_id``).
+        params: logged parameters.
+        metrics: latest value of every metric.
+        parent_id: the sweep's parent run, if any.
+    """
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    parent_id: str | None = None
+
+
+def experiment_runs(uri: str, name: str) -> tuple[str, list[RunRecord]]:
+    """Every active run of the experiment ``name``, oldest first.
+
+    Args:
+        uri: tracking URI.
+        name: experiment name (the study name unless ``tracking.experiment`` was set).
+
+    Returns:
+        The experiment id and its runs.
+
+    Raises:
+        TrackingError: when the store cannot be read or holds no such experiment (the known names are listed).
+    """
+    try:
+        client = client_for(uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            known = sorted(e.name for e in client.search_experiments(max_results=200))
+            have = ", ".join(known) or "none"
+            raise TrackingError(f"tracking store {uri} has no experiment {name!r}; it has: {have}")
+        runs, token = [], None
+        while True:
+            page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token,
+                                      order_by=["attributes.start_time ASC"])  # fmt: skip
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    except TrackingError:
+        raise
+    except Exception as exc:  # MlflowException, requests errors, sqlite errors
+        raise TrackingError(f"cannot read experiment {name!r} from {uri}: {exc}") from None
+    return exp.experiment_id, [_record(r) for r in runs]
+
+
+def _record(run: Any) -> RunRecord:
+    tags = dict(run.data.tags)
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name or tags.get("mlflow.runName", ""),
+        status=run.info.status,
+        start_time=int(run.info.start_time or 0),
+        tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+        params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+        parent_id=tags.get(MLFLOW_PARENT_TAG),
+    )
+
+
+def run_artifacts(uri: str, run_id: str) -> list[str]:
+    """Paths of the files logged at the top level of a run's artifacts."""
+    try:
+        return sorted(a.path for a in client_for(uri).list_artifacts(run_id) if not a.is_dir)
+    except Exception as exc:
+        raise TrackingError(f"cannot list the artifacts of run {run_id} at {uri}: {exc}") from None
+
+
+def download_artifact(uri: str, run_id: str, path: str, dst_dir: str | Path) -> Path:
+    """Copy one artifact of a run into ``dst_dir`` and return its local path."""
+    import os
+
+    # A progress bar per small file drowns the analysis output; users can still turn it back on.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client_for(uri).download_artifacts(run_id, path, str(dst_dir)))
+    except Exception as exc:
+        raise TrackingError(f"cannot download artifact {path!r} of run {run_id} from {uri}: {exc}") from None
+
+
+def compare_url(uri: str, experiment_id: str, run_ids: list[str]) -> str | None:
+    """Address of the MLflow UI's run-comparison page for ``run_ids`` (None unless ``uri`` is an HTTP server).
+
+    The UI routes ``#/compare-runs?runs=[...]&experiments=[...]`` with JSON arrays of quoted ids.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import json
+    from urllib.parse import quote
+
+    compact = {"separators": (",", ":")}  # as the UI writes it (JSON.stringify)
+    runs, exps = json.dumps(list(run_ids), **compact), json.dumps([str(experiment_id)], **compact)
+    query = f"runs={quote(runs)}&experiments={quote(exps)}"
+    return f"{uri.rstrip('/')}/#/compare-runs?{query}"
