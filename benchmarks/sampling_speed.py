@@ -3,7 +3,7 @@
 Both samplers run the same networks with null-mask guidance (two U-Net calls per step) and include decoding
 the latent with the SPADE autoencoder. Weights are untrained: sampling cost does not depend on them.
 
-    .venv/bin/python benchmarks/sampling_speed.py                      # study shape 48x48x24, default widths
+    .venv/bin/python benchmarks/sampling_speed.py                      # the default study's shape 32x32x16, default widths
     .venv/bin/python benchmarks/sampling_speed.py --shape 64 64 32 --threads 2
 """
 
@@ -30,7 +30,7 @@ def _time(model, label: torch.Tensor, sampler: str, steps: int | None, repeats: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=(48, 48, 24))
+    parser.add_argument("--shape", type=int, nargs=3, default=(32, 32, 16))
     parser.add_argument("--num-classes", type=int, default=7)
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
