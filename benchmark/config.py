@@ -1,9 +1,9 @@
 """Typed study configuration: defaults -> ``configs/<x>.yaml`` -> ``key=value`` overrides.
 
-Every section is a ``kw_only`` dataclass. The loader walks the dataclass fields, so an unknown key, a value
-of the wrong type or a choice outside a ``Literal`` fails with the key's full path and the allowed choices.
-YAML is read with ``yaml.safe_load`` only (a python tag is refused). Generator sections are resolved through
-the ``GENERATORS`` registry, so a new generator adds no line here.
+Every section is a ``kw_only`` dataclass. The loader (``benchmark.config_loader``) walks the dataclass fields, so
+an unknown key, a value of the wrong type or a choice outside a ``Literal`` fails with the key's full path and the
+allowed choices. YAML is read with ``yaml.safe_load`` only (a python tag is refused). Generator sections are
+resolved through the ``GENERATORS`` registry, so a new generator adds no line here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmark.config_loader import (  # the loader's helpers are part of this module's API
+from benchmark.config_loader import (  # the loader's helpers are part of this module's API (see __all__)
     build_section,
     config_hash,
     deep_update,
@@ -25,8 +25,29 @@ from benchmark.config_loader import (  # the loader's helpers are part of this m
 )
 from benchmark.errors import ConfigError
 
-__all__ = ["build_section", "config_hash", "flatten", "load_config", "parse_overrides", "read_yaml", "save_config",
-           "to_dict"]  # fmt: skip
+__all__ = [  # the sections, the loader and the loader's helpers that callers import from here
+    "AugmentConfig",
+    "ClusterConfig",
+    "CompositeConfig",
+    "DataConfig",
+    "DatasetKind",
+    "MetricsConfig",
+    "PhantomConfig",
+    "PreprocessConfig",
+    "SegmentationConfig",
+    "SplitsConfig",
+    "StudyConfig",
+    "TrackingConfig",
+    "TrainConfig",
+    "build_section",
+    "config_hash",
+    "flatten",
+    "load_config",
+    "parse_overrides",
+    "read_yaml",
+    "save_config",
+    "to_dict",
+]
 
 DatasetKind = Literal["phantom", "la2018", "msd", "lascarqs", "nnunet"]
 

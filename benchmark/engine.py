@@ -123,15 +123,18 @@ def _check_losses(losses: dict[str, torch.Tensor], stage: Stage, step: int) -> d
         raise TrainingError(f"stage {stage.name!r} step {step}: train_step returned no losses")
     names = list(losses)
     stacked = torch.stack([losses[n].detach().float().reshape(()) for n in names])
-    # every rank learns whether any rank's loss is non-finite (x * 0 is 0, or NaN for NaN and inf), so all of them
-    # stop at this step with an error that names it, instead of failing (gloo) or waiting (NCCL) in the next step's
-    # collective for a rank that has gone
-    anywhere = distributed.all_reduce_mean(stacked.sum().reshape(1) * 0) if distributed.get_world_size() > 1 else None
-    values = stacked.cpu().tolist()  # one host copy for all losses: a single device sync per step
+    if distributed.get_world_size() > 1:
+        # every rank learns whether any rank's loss is non-finite (x * 0 is 0, or NaN for NaN and inf), so all of
+        # them stop at this step with an error that names it, instead of failing (gloo) or waiting (NCCL) in the
+        # next step's collective for a rank that has gone
+        anywhere = distributed.all_reduce_mean((stacked * 0).sum().reshape(1))
+        stacked = torch.cat([stacked, anywhere])
+    values = stacked.cpu().tolist()  # one host copy for all losses (and the flag): a single device sync per step
+    values, flag = values[: len(names)], values[len(names) :]
     for name, value in zip(names, values, strict=True):
         if not np.isfinite(value):
             raise TrainingError(f"stage {stage.name!r} step {step}: loss {name!r} is {value} (not finite)")
-    if anywhere is not None and not torch.isfinite(anywhere).all():
+    if flag and not np.isfinite(flag[0]):
         raise TrainingError(
             f"stage {stage.name!r} step {step}: a loss is not finite on another rank (rank {distributed.get_rank()}"
             f" of {distributed.get_world_size()} stops with it; that rank's error names the loss)"

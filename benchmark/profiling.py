@@ -12,8 +12,8 @@ the engine may build batches ahead in a loader process (``train.prefetch``).
   optimizer), backward, optimizer step, and ``other`` (the engine's per-step bookkeeping);
 - FLOPs: the first warm-up step of each stage runs under ``FlopCounterMode`` (compiled modules eagerly);
 - memory: ``torch.cuda.max_memory_allocated`` per stage on GPUs, peak RSS of the process on the CPU; a row with the
-  real loader also has the loader process's peak RSS (``peak_mem_loader_bytes``: the largest finished child
-  process, so in a shared driver process possibly an earlier configuration's loader or DeepSpeed's compiler);
+  real loader also has the loader process's peak RSS, on GPUs too (``peak_mem_loader_bytes``: the largest finished
+  child process, so in a shared driver process possibly an earlier configuration's loader or DeepSpeed's compiler);
 - optimizer state: bytes of the tensors in the optimizers' ``state`` on each rank after training (the
   partitions a ZeRO stage leaves on the rank).
 
@@ -257,7 +257,8 @@ def measure(point: ProfilePoint) -> list[dict[str, Any]]:
                 shutil.rmtree(scratch, ignore_errors=True)
         prof.end_stage()
         timings = result.timings
-    # the loader process has been joined by now: RUSAGE_CHILDREN holds its peak (the largest finished child's)
+    # the loader process has normally been joined by now, so RUSAGE_CHILDREN holds its peak (the largest finished
+    # child's); a worker that did not exit in time is terminated unwaited and not counted
     loader = point.mode == "suite" and point.data == "loader" and cfg.train.prefetch > 0
     local = {"peaks": prof.peaks, "rss": _rss_bytes(), "opt": {
         s.name: opt_state_bytes(prof.optimizers, s.networks) for s in model.stages()},
@@ -320,7 +321,7 @@ def _stage_row(point: ProfilePoint, stage: str, prof: _Profiled, timings: list, 
         "precision": point.precision, "ranks": point.ranks, "compile": point.compile,
         "channels_last": point.channels_last, "steps": point.steps, "warmup": point.warmup, "rounds": 1,
         "peak_mem_bytes": peak,
-        "peak_mem_loader_bytes": math.nan if cuda or None in loaders else max(loaders),
+        "peak_mem_loader_bytes": math.nan if None in loaders else max(loaders),  # host RSS, on GPUs too
         "peak_mem_source": "torch.cuda.max_memory_allocated (stage, max over ranks)" if cuda else
         ("ru_maxrss (process, max over ranks)" if os.environ.get("LGE_PROFILE_ISOLATED") else
          "ru_maxrss (shared driver process: includes earlier work)"),

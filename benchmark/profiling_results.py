@@ -32,7 +32,7 @@ _REASONS = {
     "ddpm_steps": "no DDPM sampler timed here",
     "suite_over_bare": "not a suite row with in-memory data, or no matching bare reference in this run",
     "loader_over_memory": "not a data=loader row, or no matching data=memory row in this run",
-    "peak_mem_loader_bytes": "no batch loader process here (in-memory data, train.prefetch=0 or a GPU row)",
+    "peak_mem_loader_bytes": "no batch loader process here (in-memory data or train.prefetch=0)",
     "cuda_version": "torch is a CPU build",
     "cudnn_version": "no cuDNN in this torch build",
     "deepspeed_version": "DeepSpeed is not installed",

@@ -3,7 +3,7 @@
 Both samplers run the same networks with null-mask guidance (two U-Net calls per step) and include decoding
 the latent with the SPADE autoencoder. Weights are untrained: sampling cost does not depend on them.
 
-    .venv/bin/python benchmarks/sampling_speed.py                      # the default study's shape 32x32x16, default widths
+    .venv/bin/python benchmarks/sampling_speed.py             # configs/default.yaml's shape 32x32x16, default widths
     .venv/bin/python benchmarks/sampling_speed.py --shape 64 64 32 --threads 2
 """
 

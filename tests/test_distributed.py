@@ -1,4 +1,5 @@
-"""Rank detection from launcher environments, and real two-rank DeepSpeed ZeRO-2 runs on gloo (incl. an R1 penalty)."""
+"""Rank detection from launcher environments; real two-rank runs on gloo: DeepSpeed ZeRO-2 against the torch engine
+(incl. an R1 penalty), and ranks that disagree (a NaN loss on one rank, gradients only some ranks have)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,7 @@ def test_two_ranks_deepspeed_zero2_agree(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_"))}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU ranks on gloo, also on a machine with GPUs
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     proc = subprocess.run(
         [*cmd, str(script), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
@@ -178,6 +180,7 @@ def diverging_ranks(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU ranks on gloo, also on a machine with GPUs
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     proc = subprocess.run(
         [*cmd, str(script), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=180

@@ -8,7 +8,7 @@
   positions of each scale and 2x average pooling between scales. The exponents are not renormalised (they sum
   to 0.6305), so values are not comparable with five-scale MS-SSIM. Every axis needs at least
   ``kernel * 2^(scales - 1)`` voxels (the window must fit the coarsest scale): (20, 20, 12) for the defaults,
-  so both the 88-slice paper volumes and the 48x48x24 default study volumes work.
+  so both the 88-slice paper volumes and the 32x32x16 default study volumes work.
 """
 
 from __future__ import annotations
