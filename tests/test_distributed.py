@@ -105,20 +105,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_ranks_deepspeed_zero2_agree(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+def _two_ranks(worker: str, folder: Path, timeout: int) -> list[dict]:
+    """Run ``worker`` as two CPU ranks on gloo under torchrun; each writes ``rank<r>.json`` into ``folder``."""
+    script = folder / "worker.py"
+    script.write_text(worker)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_"))}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # the tests folder too: a worker may reuse test_engine's toy model
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU ranks on gloo, also on a machine with GPUs
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     proc = subprocess.run(
-        [*cmd, str(script), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+        [*cmd, str(script), str(folder)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_ranks_deepspeed_zero2_agree(tmp_path):
+    ranks = _two_ranks(WORKER, tmp_path, timeout=240)
     assert ranks[0]["world"] == ranks[1]["world"] == 2
     ds = [r["deepspeed"] for r in ranks]
     assert ds[0]["steps"] == ds[1]["steps"] == 3
@@ -174,19 +180,7 @@ DIVERGING_WORKER = textwrap.dedent(
 @pytest.fixture(scope="module")
 def diverging_ranks(tmp_path_factory):
     """Two gloo ranks that disagree: a NaN loss on rank 1 only, and gradients that only rank 0 has."""
-    tmp_path = tmp_path_factory.mktemp("diverging")
-    script = tmp_path / "worker.py"
-    script.write_text(DIVERGING_WORKER)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    env["CUDA_VISIBLE_DEVICES"] = ""  # CPU ranks on gloo, also on a machine with GPUs
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
-    proc = subprocess.run(
-        [*cmd, str(script), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return _two_ranks(DIVERGING_WORKER, tmp_path_factory.mktemp("diverging"), timeout=180)
 
 
 @pytest.mark.slow
