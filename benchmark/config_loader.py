@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from benchmark.atomic import write_text_atomic
 from benchmark.errors import ConfigError
 
 
@@ -218,9 +219,7 @@ def save_config(cfg: Any, folder: str | Path, name: str = "config.yaml") -> Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    tmp.replace(target)
+    write_text_atomic(target, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return target
 
 

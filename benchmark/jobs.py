@@ -20,6 +20,7 @@ from typing import Any
 
 import submitit
 
+from benchmark.atomic import write_text_atomic
 from benchmark.config import StudyConfig, build_section, config_hash, flatten, save_config, to_dict
 from benchmark.segmentation.arms import parse_arm
 from benchmark.study import Study, data_fingerprint
@@ -180,11 +181,9 @@ def execute(spec: JobSpec) -> dict[str, Any]:
         save_config(cfg, out)
         summary = STAGES[spec.stage](study, spec.params, out, tracker)
         summary = {"key": spec.key, "cfg_hash": spec.cfg_hash, "seconds": round(time.time() - t0, 2), **summary}
-        tmp = out / (DONE_FILE + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=1, default=str))
         tracker.log_metrics({"job_seconds": summary["seconds"]})
         tracker.log_artifact(out / "config.yaml")
-        tmp.replace(out / DONE_FILE)
+        write_text_atomic(out / DONE_FILE, json.dumps(summary, indent=1, default=str))
         _ACTIVE.pop("tracker", None)
         tracker.end("FINISHED")
         return summary

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmark.atomic import write_text_atomic
 from benchmark.config import ClusterConfig, load_config, to_dict
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.profiling import ProfilePoint, measure, pool_rounds
@@ -276,9 +277,7 @@ def _worker(argv: list[str]) -> int:
     points = [ProfilePoint(**{**p, "shape": tuple(p["shape"])}) for p in group["points"]]
     rows = measure_group(points, int(group["rounds"]))
     if distributed.get_rank() == 0:
-        tmp = result.with_name(result.name + ".tmp")
-        tmp.write_text(json.dumps(rows))
-        tmp.replace(result)
+        write_text_atomic(result, json.dumps(rows))
     distributed.cleanup()
     return 0
 

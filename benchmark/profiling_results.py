@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from benchmark.atomic import atomic_path
+
 COLUMNS: tuple[str, ...] = (
     "point", "model", "stage", "mode", "data", "shape", "batch_size", "engine", "zero_stage", "precision", "ranks",
     "compile", "channels_last", "steps", "warmup", "rounds",
@@ -139,9 +141,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     import pandas as pd
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame([finish_row(dict(r)) for r in rows], columns=list(COLUMNS)).to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pd.DataFrame([finish_row(dict(r)) for r in rows], columns=list(COLUMNS)).to_csv(tmp, index=False)
     return path
 
 

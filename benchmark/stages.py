@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.atomic import write_text_atomic
 from benchmark.study import Study
 from benchmark.tracking import Tracker
 
@@ -84,9 +85,7 @@ def _link_samples(every: Path, folder: Path, case_ids: tuple[str, ...]) -> None:
             shutil.copy2(src, dst)
     if (every / "montage.png").is_file():
         shutil.copy2(every / "montage.png", folder / "montage.png")
-    tmp = folder / "samples.json.tmp"
-    tmp.write_text(json.dumps({**d, "samples": keep}, indent=1))
-    tmp.replace(folder / "samples.json")
+    write_text_atomic(folder / "samples.json", json.dumps({**d, "samples": keep}, indent=1))
 
 
 def _annotate_samples(folder: Path, study: Study, scope: str, split: int, train_ids: list[str]) -> None:
@@ -94,9 +93,7 @@ def _annotate_samples(folder: Path, study: Study, scope: str, split: int, train_
     path = folder / "samples.json"
     d = json.loads(path.read_text())
     d.update(protocol=study.plan.protocol, scope=scope, split=split, train_case_ids=sorted(train_ids))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(d, indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(d, indent=1))
 
 
 def _arm_folder_name(p: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.atomic import atomic_path
 from benchmark.config import StudyConfig, config_hash, save_config
 from benchmark.data.composite import CompositeModel, composite_maps
 from benchmark.data.manifest import Manifest
@@ -112,9 +113,8 @@ class Study:
         labels = {c: a.label for c, a in self.arrays.items()}
         model, maps = composite_maps(images, labels, fit_ids, self.cfg.composite)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "maps.tmp.npz"
-        np.savez_compressed(tmp, **maps)
-        tmp.replace(maps_path)
+        with atomic_path(maps_path) as tmp:  # jobs started by hand may build the same scope at once
+            np.savez_compressed(tmp, **maps)
         model.save(model_path)
         return model, maps
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +113,50 @@ def client_for(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive file lock next to a local sqlite store (no-op for other stores).
+
+    MLflow creates and migrates a fresh sqlite database on first use, and several processes doing that at once
+    crash ("table ... already exists"): jobs started by hand on one study go through this lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_experiment(uri: str, name: str, artifact_dir: str | Path | None = None) -> str:
     """Create (once) or look up the study's experiment; returns its id.
 
-    The driver calls this before any job starts: several processes creating a fresh sqlite store at once crash.
+    The sweep driver calls this before any job starts. Processes that call it at once (launchers started by hand
+    on one study) are safe: a local sqlite store is created under a file lock, and an experiment that another
+    process created first (on a server too) is looked up instead.
     """
-    client = client_for(uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = Path(artifact_dir).resolve().as_uri() if artifact_dir is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    from mlflow.exceptions import MlflowException
+
+    with _store_lock(uri):
+        client = client_for(uri)
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = Path(artifact_dir).resolve().as_uri() if artifact_dir is not None else None
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            exp = client.get_experiment_by_name(name) if exc.error_code == "RESOURCE_ALREADY_EXISTS" else None
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def find_finished_run(uri: str, experiment_id: str, job_key: str, cfg_hash: str) -> str | None:

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmark.atomic import write_text_atomic
+
 SPOOL_ENV = "LGE_TRACKING_SPOOL"
 # MLflow error codes of a request the store understood and refused: retrying cannot help
 PERMANENT_CODES = frozenset({
@@ -155,9 +157,7 @@ def claim(folder: str | Path, uri: str | None = None) -> Iterator[tuple[Path, di
 def release(claimed: Path, header: dict[str, Any], ops: list[dict[str, Any]]) -> None:
     """Put back what a replay could not send (as a closed spool file)."""
     closed = claimed.with_name(f"{header.get('token', uuid.uuid4().hex)}{CLOSED_SUFFIX}")
-    tmp = claimed.with_name(claimed.name + ".tmp")
-    tmp.write_text("\n".join(json.dumps(x) for x in [header, *ops]) + "\n")
-    os.replace(tmp, closed)
+    write_text_atomic(closed, "\n".join(json.dumps(x) for x in [header, *ops]) + "\n")
     claimed.unlink(missing_ok=True)
 
 

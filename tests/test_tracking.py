@@ -70,3 +70,26 @@ def test_unreachable_server_is_a_clear_error():
     with pytest.raises(TrackingError, match=rf"127.0.0.1:{port} is unreachable"):
         check_reachable(f"http://127.0.0.1:{port}", timeout=2)
     check_reachable("sqlite:///x.db")  # local stores are not probed
+
+
+def _create_experiment_at_once(uri: str, start, results) -> None:
+    start.wait()
+    results.put(ensure_experiment(uri, "study"))
+
+
+def test_processes_creating_one_fresh_store_at_once_all_get_the_experiment(tmp_path):
+    """Launchers started by hand on one fresh study: without the store lock most of them crash in MLflow's
+    schema creation ("table ... already exists")."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    start, results = ctx.Barrier(3), ctx.Queue()
+    uri = default_uri(tmp_path)
+    procs = [ctx.Process(target=_create_experiment_at_once, args=(uri, start, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    ids = {results.get(timeout=5) for _ in procs}
+    assert ids == {ensure_experiment(uri, "study")}

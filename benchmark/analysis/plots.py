@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from benchmark.atomic import atomic_path
 from benchmark.errors import DataError  # noqa: E402
 
 __all__ = ["plot_metric_per_arm", "plot_k_selection", "plot_montage", "plot_quality", "plot_training_curves"]
@@ -30,12 +31,10 @@ def _save(fig: plt.Figure, stem: str | Path, dpi: int = 120) -> dict[str, Path]:
     try:
         for fmt in ("png", "svg"):
             path = stem.with_name(f"{stem.name}.{fmt}")
-            tmp = path.with_name(f"{path.name}.tmp")
             # No creation date and fixed SVG ids: the same rows give byte-identical figures (and reports).
             meta = {"Date": None} if fmt == "svg" else {}
-            with plt.rc_context({"svg.hashsalt": "lge-synthbench"}):
+            with plt.rc_context({"svg.hashsalt": "lge-synthbench"}), atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta)
-            tmp.replace(path)
             out[fmt] = path
     finally:
         plt.close(fig)

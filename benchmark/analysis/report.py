@@ -20,6 +20,7 @@ import yaml
 from benchmark.analysis import plots
 from benchmark.analysis.significance import significance_table
 from benchmark.analysis.tables import format_frame, quality_table, segmentation_table, write_table
+from benchmark.atomic import write_text_atomic
 from benchmark.errors import DataError
 
 __all__ = ["LEAKY_PROTOCOLS", "build_report", "config_digest", "write_report"]
@@ -300,10 +301,7 @@ def write_report(
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out_path)
-    return out_path
+    return write_text_atomic(out_path, page)
 
 
 def _figure(fn: Any, notes: list[str], title: str, *args: Any, **kwargs: Any) -> Path | None:

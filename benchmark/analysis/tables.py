@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import stats
+from benchmark.atomic import write_text_atomic
 from benchmark.errors import DataError
 
 __all__ = [
@@ -47,7 +48,8 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file or folder")
-    files = sorted(path.rglob("*.csv")) if path.is_dir() else [path]
+    # hidden names are temp files of writes still in progress (benchmark.atomic)
+    files = sorted(f for f in path.rglob("*.csv") if not f.name.startswith(".")) if path.is_dir() else [path]
     frames = []
     for f in files:
         try:
@@ -240,12 +242,6 @@ def to_latex(frame: pd.DataFrame, digits: int = 3, caption: str | None = None, l
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_table(
     frame: pd.DataFrame,
     stem: str | Path,
@@ -281,6 +277,6 @@ def write_table(
         if fmt not in writers:
             raise ValueError(f"unknown table format {fmt!r}; use one of {sorted(writers)}")
         path = stem.with_name(f"{stem.name}.{fmt}")
-        _atomic_write(path, writers[fmt]())
+        write_text_atomic(path, writers[fmt]())
         out[fmt] = path
     return out

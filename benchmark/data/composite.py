@@ -24,6 +24,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from sklearn.cluster import KMeans
 
+from benchmark.atomic import write_text_atomic
 from benchmark.config import CompositeConfig
 from benchmark.errors import ConfigError, DataError
 
@@ -58,10 +59,8 @@ class CompositeModel:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({"centers": list(self.centers), "background": self.background, "sigma": self.sigma}))
-        tmp.replace(path)
-        return path
+        payload = {"centers": list(self.centers), "background": self.background, "sigma": self.sigma}
+        return write_text_atomic(path, json.dumps(payload))
 
     @classmethod
     def load(cls, path: str | Path) -> CompositeModel:

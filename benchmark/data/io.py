@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from benchmark.atomic import atomic_path
 from benchmark.data.manifest import MANIFEST_NAME, Manifest, sha256_file
 from benchmark.errors import DataError
 
@@ -184,13 +185,6 @@ def load_label(path: str | Path, values: Mapping[int, int] = LABEL_VALUES) -> Vo
     return Volume(mapped, affine, spacing_of(affine), path, has_geometry)
 
 
-def _tmp_name(path: Path) -> Path:
-    suf = _suffix(path)
-    stem = path.name[: -len(suf)] if suf and path.name.lower().endswith(suf) else path.name
-    # nibabel picks the format from the suffix, so the temp name must keep it
-    return path.with_name(f"{stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suf}")
-
-
 def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
     """Write a NIfTI file atomically (temp file, then rename).
 
@@ -207,24 +201,16 @@ def save_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> Path:
     img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    tmp = _tmp_name(path)
-    try:
+    with atomic_path(path) as tmp:  # nibabel picks the format from the suffix, which the temp name keeps
         nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def save_png(path: str | Path, fig) -> Path:
     """Save a matplotlib figure atomically."""
     path = Path(path)
-    tmp = _tmp_name(path)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=fig.dpi)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

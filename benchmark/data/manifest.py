@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmark.atomic import write_text_atomic
 from benchmark.errors import DataError
 
 MANIFEST_NAME = "manifest.json"
@@ -78,12 +79,8 @@ class Manifest:
 
     def save(self) -> Path:
         """Write ``manifest.json`` atomically."""
-        target = self.root / MANIFEST_NAME
-        tmp = target.with_suffix(".json.tmp")
         payload = {"dataset": self.dataset, "digest": self.digest(), "cases": [asdict(c) for c in self.cases]}
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(target)
-        return target
+        return write_text_atomic(self.root / MANIFEST_NAME, json.dumps(payload, indent=1))
 
     @classmethod
     def load(cls, root: str | Path) -> Manifest:

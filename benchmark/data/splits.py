@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmark.atomic import write_text_atomic
 from benchmark.config import SplitsConfig
 from benchmark.errors import ConfigError, DataError
 
@@ -167,10 +168,7 @@ def save_splits(plan: SplitPlan, path: str | Path) -> Path:
             raise DataError(path, "exists with different splits; refusing to overwrite (delete it to redraw)")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(payload)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, payload)
 
 
 def load_splits(path: str | Path, patients: dict[str, list[str]] | None = None) -> SplitPlan:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.atomic import write_text_atomic
 from benchmark.config import TrainConfig
 from benchmark.data.io import save_nifti, save_png
 from benchmark.engine import BatchFn, FitResult, fit
@@ -205,7 +206,5 @@ def sample_to_disk(
         _montage(rows, out_dir / "montage.png")
     manifest = {"generator": name or type(generator).__name__, "seed": seed, "samples": records}
     final = out_dir / "samples.json"
-    tmp = final.with_name(f"samples.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, final)
+    write_text_atomic(final, json.dumps(manifest, indent=2))
     return final

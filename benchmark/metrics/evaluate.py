@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from benchmark.atomic import write_text_atomic
 from benchmark.config import MetricsConfig
 from benchmark.data.io import load_volume
 from benchmark.errors import ConfigError, DataError
@@ -91,19 +90,13 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``per_case.csv`` and ``summary.json`` into ``out_dir`` (each written to a temp name, then renamed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "per_case.csv", out / "summary.json"
-    _atomic_write(csv_path, frame.to_csv(index=False))
-    _atomic_write(json_path, json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
+    write_text_atomic(csv_path, frame.to_csv(index=False))
+    write_text_atomic(json_path, json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
     return csv_path, json_path
 
 

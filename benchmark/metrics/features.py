@@ -14,8 +14,6 @@ name, the weights checksum and the volume's shape and bytes.
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import torch
 from monai.networks.nets import resnet10, resnet34, resnet50
 from monai.networks.nets.resnet import get_medicalnet_pretrained_resnet_args
 
+from benchmark.atomic import atomic_path
 from benchmark.config import MetricsConfig
 from benchmark.errors import CheckpointError, DataError
 from benchmark.weights import load_verified_state_dict
@@ -140,9 +139,8 @@ class FeatureExtractor:
                 pass
         feats = self.compute(arr)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy")
-        np.save(tmp, feats)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, feats)
         return feats
 
     def extract(self, volumes: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:

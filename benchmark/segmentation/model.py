@@ -22,6 +22,7 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from torch import nn
 
+from benchmark.atomic import atomic_path
 from benchmark.config import SegmentationConfig
 from benchmark.errors import CheckpointError, ConfigError, DataError
 from benchmark.generators.base import Stage, StepContext
@@ -200,10 +201,9 @@ def save_segmenter(model: Segmenter, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / WEIGHTS_FILE
-    tmp = target.with_name(target.name + ".tmp")
     state = {k: v.detach().cpu() for k, v in model.networks["unet"].state_dict().items()}
-    torch.save({"format": _FORMAT, "target": model.cfg.target, "state_dict": state}, tmp)
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        torch.save({"format": _FORMAT, "target": model.cfg.target, "state_dict": state}, tmp)
     return target
 
 

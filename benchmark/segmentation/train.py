@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmark.atomic import write_text_atomic
 from benchmark.config import SegmentationConfig, TrainConfig, to_dict
 from benchmark.errors import ConfigError, DataError
 from benchmark.segmentation.arms import ArmData, ArmItem, AuditReport
@@ -158,8 +159,8 @@ def train_arm(
         "means": means,
         "segmentation": to_dict(seg_cfg),
     }
-    csv_path = _write_atomic(out_dir / "per_case.csv", rows.to_csv(index=False))
-    json_path = _write_atomic(out_dir / "arm.json", json.dumps(record, indent=1, default=str))
+    csv_path = write_text_atomic(out_dir / "per_case.csv", rows.to_csv(index=False))
+    json_path = write_text_atomic(out_dir / "arm.json", json.dumps(record, indent=1, default=str))
     tracker.log_metrics({k: v for k, v in means.items() if not math.isnan(v)})
     tracker.log_metrics(
         {
@@ -191,10 +192,3 @@ def _floats(losses: Any) -> dict[str, float]:
     if not isinstance(losses, Mapping):
         return {}
     return {k: float(v) for k, v in losses.items()}
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path

@@ -16,7 +16,7 @@ def _check(paths: dict) -> None:
     assert paths["png"].read_bytes()[:8] == PNG_MAGIC
     svg = paths["svg"].read_text()
     assert "<svg" in svg and svg.rstrip().endswith("</svg>")
-    assert not list(paths["png"].parent.glob("*.tmp"))
+    assert not list(paths["png"].parent.glob("*tmp*"))
 
 
 def test_metric_per_arm_and_split_lines(tmp_path, three_arms):

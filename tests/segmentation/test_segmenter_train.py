@@ -60,7 +60,7 @@ def test_same_split_arm_and_seed_give_identical_dice(tmp_path, cases, split):
     assert tracker.tags["arm"] == "real+augmented" and tracker.tags["leaky"] == "false"
     assert any(name == "mean_dice" for name, _, _ in tracker.metrics)
     assert {p.rsplit("/", 1)[-1] for p in tracker.artifacts} == {"per_case.csv", "arm.json"}
-    assert not list((tmp_path / "a").glob("*.tmp"))
+    assert not list((tmp_path / "a").glob("*tmp*"))
     # the saved weights reproduce the job's predictions
     seg = load_segmenter(tmp_path / "a", SEG)
     pred = seg.predict(cases["p3_s1"][0])
