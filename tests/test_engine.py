@@ -229,26 +229,38 @@ def test_prefetched_batches_change_nothing_but_the_wait(tmp_path):
     import os
     import time
 
+    build_s, marks = 0.1, tmp_path / "built"
+    marks.mkdir()
+
     def slow_batch_fn(step, rng):
-        time.sleep(0.02)
+        time.sleep(build_s)
         batch = batch_fn(step, rng)
         batch["pid"] = torch.tensor([os.getpid(), step])  # which process built which step
+        (marks / f"{os.getpid()}-{step}").touch()
         return batch
 
-    class SlowToy(Toy):  # a step that takes longer than building a batch, as in real training
-        def __init__(self, **kw):
+    class SlowToy(Toy):
+        def __init__(self, prefetch, **kw):
             super().__init__(**kw)
-            self.built = []
+            self.prefetch, self.built = prefetch, []
 
         def train_step(self, ctx, stage, batch):
-            self.built.append(tuple(batch["pid"].tolist()))
-            time.sleep(0.03)
+            pid, step = batch["pid"].tolist()
+            self.built.append((pid, step))
+            last = (self.steps[0] if stage.name == "first" else self.steps[1]) - 1
+            if self.prefetch and step < last:
+                # the next batch is built while this step runs: wait for its mark (no timing involved); a loader
+                # that built batches only when asked would never make it, and the step would fail here
+                deadline = time.monotonic() + 60
+                while not (marks / f"{pid}-{step + 1}").exists():
+                    assert time.monotonic() < deadline, f"batch {step + 1} was not built during step {step}"
+                    time.sleep(0.005)
             return super().train_step(ctx, stage, batch)
 
     runs, toys = {}, {}
     for depth in (0, 2):
         train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=0, prefetch=depth)
-        toys[depth] = SlowToy(steps=(6, 4))
+        toys[depth] = SlowToy(prefetch=depth, steps=(6, 4))
         runs[depth] = fit(toys[depth], slow_batch_fn, train=train, out_dir=tmp_path / str(depth), seed=0)
     assert [h["mse"] for h in runs[0].history] == [h["mse"] for h in runs[2].history]
     # every step got its own batch, in order; prefetched ones come from a loader process (one per stage)
@@ -256,10 +268,10 @@ def test_prefetched_batches_change_nothing_but_the_wait(tmp_path):
     assert {p for p, _ in toys[0].built} == {os.getpid()}
     loaders = [{p for p, _ in toys[2].built[:6]}, {p for p, _ in toys[2].built[6:]}]
     assert all(len(p) == 1 and os.getpid() not in p for p in loaders)
-    # after each stage's first step (which also waits for the loader process to start) the prefetched run waits
-    # for data far less than the one building every batch inside its step
+    # the engine's data timer: building in the step waits at least build_s (a sleep); after each stage's first step
+    # a prefetched batch was already built (see the marks), so the wait is a queue read, far below build_s
     wait = {d: float(np.median([t.data_s for t in r.timings if t.step > 0])) for d, r in runs.items()}
-    assert wait[2] < 0.5 * wait[0], wait
+    assert wait[0] >= build_s and wait[2] < 0.5 * build_s, wait
 
 
 def test_prefetched_batch_error_is_raised_as_the_original(tmp_path):

@@ -68,13 +68,18 @@ def test_grid_runs_every_column_and_ratios(tmp_path):
     expected = unet_training_flops((32, 32, 16), (4, 8, 16, 32, 64), (2, 2, 2, 2), 1, batch=2)
     assert (df["flops_per_step"] == expected).all()
     suite = df[(df["mode"] == "suite") & (df["data"] == "memory")].iloc[0]
-    assert 0.2 < suite["suite_over_bare"] < 5 and suite["step_s_q25"] <= suite["step_s_median"] <= suite["step_s_q75"]
+    bare = df[df["mode"] == "bare"].iloc[0]
+    # the ratios are the medians' quotients (their values are timings: figures for a note, not for a timed test)
+    assert suite["suite_over_bare"] == pytest.approx(suite["step_s_median"] / bare["step_s_median"])
+    assert suite["step_s_q25"] <= suite["step_s_median"] <= suite["step_s_q75"]
     assert suite["samples_per_s"] == pytest.approx(2 / suite["step_s_median"])
     parts = suite[["data_s_median", "forward_s_median", "backward_s_median", "optimizer_s_median"]]
-    assert (parts >= 0).all() and parts.sum() <= suite["step_s_median"] * 1.5
+    # each part lies inside its step's period, so (order statistics) each part's median is at most the step's
+    assert (parts >= 0).all() and (parts <= suite["step_s_median"]).all()
     assert suite["opt_state_bytes_per_rank"] > 0 and suite["peak_mem_bytes"] > 0
     loader = df[df["data"] == "loader"].iloc[0]
-    assert loader["loader_over_memory"] > 0 and loader["data_s_median"] > suite["data_s_median"]
+    assert loader["loader_over_memory"] == pytest.approx(loader["step_s_median"] / suite["step_s_median"])
+    assert loader["data_s_median"] > suite["data_s_median"]  # a queue read from another process vs a dict lookup
     assert loader["peak_mem_loader_bytes"] > 2**20  # the loader process's own peak RSS
     assert df.loc[df["data"] == "memory", "peak_mem_loader_bytes"].isna().all()
     for _, row in df.iterrows():  # every empty cell is explained
