@@ -120,12 +120,13 @@ def _store_lock(uri: str) -> Iterator[None]:
     MLflow creates and migrates a fresh sqlite database on first use, and several processes doing that at once
     crash ("table ... already exists"): jobs started by hand on one study go through this lock.
     """
-    if not uri.startswith("sqlite:///"):
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]  # drop SQLAlchemy query options (?timeout=...)
+    if not uri.startswith("sqlite:///") or path in ("", ":memory:"):
         yield
         return
     import fcntl
 
-    db = Path(uri.removeprefix("sqlite:///"))
+    db = Path(path)
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

@@ -138,9 +138,13 @@ def claim(folder: str | Path, uri: str | None = None) -> Iterator[tuple[Path, di
         return
     for path in sorted(folder.iterdir()):
         name = path.name
-        if not name.endswith(CLOSED_SUFFIX) or ".replaying-" in name:
+        # hidden names are files still being written (benchmark.atomic), e.g. by another replayer's ``release``
+        if name.startswith(".") or not name.endswith(CLOSED_SUFFIX) or ".replaying-" in name:
             continue
-        header, _ = read_spool(path)
+        try:
+            header, _ = read_spool(path)
+        except FileNotFoundError:  # claimed by another replayer since the listing
+            continue
         if uri is not None and header.get("uri") != uri:
             continue
         if name.endswith(OPEN_SUFFIX) and not _writer_gone(header):

@@ -121,7 +121,8 @@ def load_nifti_dir(folder: str | Path, *, dtype: type = np.float32) -> dict[str,
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "folder not found")
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+    # hidden names are temp files of writes in progress or killed mid-write (benchmark.atomic)
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("."))
     if not files:
         raise DataError(folder, "holds no .nii/.nii.gz files")
     return {case_id_of(path): load_volume(path).array.astype(dtype) for path in files}

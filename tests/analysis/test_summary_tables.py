@@ -82,11 +82,12 @@ def test_write_table_and_read_rows(tmp_path):
     frame = pd.DataFrame({"split": [0, 1], "value": [0.5, 0.25]})
     paths = write_table(frame, tmp_path / "out" / "t")
     assert sorted(paths) == ["csv", "md", "tex"] and all(p.is_file() for p in paths.values())
-    assert not list((tmp_path / "out").glob("*.tmp"))
+    assert not list((tmp_path / "out").glob("*tmp*"))
     assert read_rows(paths["csv"])["value"].tolist() == [0.5, 0.25]
     (tmp_path / "rows" / "sub").mkdir(parents=True)
     frame.to_csv(tmp_path / "rows" / "a.csv", index=False)
     frame.assign(extra=1).to_csv(tmp_path / "rows" / "sub" / "b.csv", index=False)
+    (tmp_path / "rows" / ".a.tmp-1-abcd.csv").write_text("split,value\n9,9.0\n")  # a write in progress: not read
     both = read_rows(tmp_path / "rows")
     assert len(both) == 4 and both["extra"].isna().sum() == 2
     assert read_rows(tmp_path / "rows" / "sub").shape[0] == 2

@@ -158,3 +158,12 @@ def test_mlflow_own_http_retries_are_off_only_inside_tracker_calls(store, monkey
     monkeypatch.setattr(tracker.client, "log_batch", log_batch)
     tracker.set_tags({"a": 1})
     assert seen == ["0"] and os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+
+
+def test_claim_skips_a_spool_file_still_being_written(store):
+    """Another replayer's ``release`` writes under a hidden temp name that ends like a closed spool file."""
+    uri, _, spool = store
+    spool.mkdir(parents=True, exist_ok=True)
+    in_progress = spool / ".tok.tmp-1-abcd1234.jsonl"
+    in_progress.write_text(json.dumps({"uri": uri, "run_id": "r", "token": "tok"}) + "\n")
+    assert list(tracking_spool.claim(spool, uri)) == [] and in_progress.is_file()
