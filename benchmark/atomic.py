@@ -27,6 +27,12 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(f".{stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
+def is_temp(path: str | Path) -> bool:
+    """Whether ``path`` is the temp file of a write in progress (or of a writer killed mid-write): readers skip it."""
+    name = Path(path).name
+    return name.startswith(".") and ".tmp-" in name
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path to write; on success it replaces ``path``, on error it is removed.
@@ -45,9 +51,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically; returns ``path``."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding=encoding)
+        tmp.write_text(text, encoding="utf-8")
     return path

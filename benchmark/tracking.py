@@ -129,11 +129,8 @@ def _store_lock(uri: str) -> Iterator[None]:
     db = Path(path)
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        yield
 
 
 def ensure_experiment(uri: str, name: str, artifact_dir: str | Path | None = None) -> str:

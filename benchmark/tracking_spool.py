@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmark.atomic import write_text_atomic
+from benchmark.atomic import is_temp, write_text_atomic
 
 SPOOL_ENV = "LGE_TRACKING_SPOOL"
 # MLflow error codes of a request the store understood and refused: retrying cannot help
@@ -138,8 +138,8 @@ def claim(folder: str | Path, uri: str | None = None) -> Iterator[tuple[Path, di
         return
     for path in sorted(folder.iterdir()):
         name = path.name
-        # hidden names are files still being written (benchmark.atomic), e.g. by another replayer's ``release``
-        if name.startswith(".") or not name.endswith(CLOSED_SUFFIX) or ".replaying-" in name:
+        # is_temp: still being written, e.g. by another replayer's ``release``
+        if is_temp(path) or not name.endswith(CLOSED_SUFFIX) or ".replaying-" in name:
             continue
         try:
             header, _ = read_spool(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.atomic import atomic_path, temp_path, write_text_atomic
+from benchmark.atomic import atomic_path, is_temp, temp_path, write_text_atomic
 
 WRITES = 200
 
@@ -41,6 +41,7 @@ def test_temp_name_keeps_the_format_suffix_and_is_unique(tmp_path):
     assert a.name.startswith(".case_001.tmp-") and a.name.endswith(".nii.gz")
     assert temp_path(tmp_path / "maps.npz").suffix == ".npz"
     assert str(os.getpid()) in a.name
+    assert is_temp(a) and not is_temp(tmp_path / "case_001.nii.gz") and not is_temp(tmp_path / ".hidden.csv")
 
 
 def test_failed_write_keeps_the_previous_file_and_no_temp(tmp_path):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import stats
-from benchmark.atomic import write_text_atomic
+from benchmark.atomic import is_temp, write_text_atomic
 from benchmark.errors import DataError
 
 __all__ = [
@@ -48,8 +48,7 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file or folder")
-    # hidden names are temp files of writes still in progress (benchmark.atomic)
-    files = sorted(f for f in path.rglob("*.csv") if not f.name.startswith(".")) if path.is_dir() else [path]
+    files = sorted(f for f in path.rglob("*.csv") if not is_temp(f)) if path.is_dir() else [path]
     frames = []
     for f in files:
         try:

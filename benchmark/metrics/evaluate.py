@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.atomic import write_text_atomic
+from benchmark.atomic import is_temp, write_text_atomic
 from benchmark.config import MetricsConfig
 from benchmark.data.io import load_volume
 from benchmark.errors import ConfigError, DataError
@@ -121,8 +121,7 @@ def load_nifti_dir(folder: str | Path, *, dtype: type = np.float32) -> dict[str,
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "folder not found")
-    # hidden names are temp files of writes in progress or killed mid-write (benchmark.atomic)
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIXES) and not is_temp(p))
     if not files:
         raise DataError(folder, "holds no .nii/.nii.gz files")
     return {case_id_of(path): load_volume(path).array.astype(dtype) for path in files}
