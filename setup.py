@@ -28,7 +28,7 @@ setup(
     extras_require={"dev": ["pytest>=8", "ruff>=0.6", "psycopg2-binary>=2.9"]},
     entry_points={
         "console_scripts": [
-            "lge-sweep=benchmark.cli:sweep_main",
+            "lge-sweep=benchmark.run.cli:sweep_main",
         ]
     },
 )

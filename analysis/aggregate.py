@@ -21,9 +21,9 @@ from pathlib import Path
 from benchmark.analysis.mlflow_source import read_study, stage_of
 from benchmark.analysis.significance import significance_table
 from benchmark.analysis.tables import quality_table, segmentation_table, to_markdown, write_table
-from benchmark.cli import main_guard
-from benchmark.tracking import default_uri
-from benchmark.tracking_runs import compare_url
+from benchmark.run.cli import main_guard
+from benchmark.tracking.runs import compare_url
+from benchmark.tracking.tracker import default_uri
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -12,7 +12,7 @@ from pathlib import Path
 # the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmark.cli import main_guard  # noqa: E402
+from benchmark.run.cli import main_guard  # noqa: E402
 
 
 def main(argv):

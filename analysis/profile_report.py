@@ -13,8 +13,8 @@ import pandas as pd
 # the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmark.cli import main_guard  # noqa: E402
 from benchmark.errors import DataError  # noqa: E402
+from benchmark.run.cli import main_guard  # noqa: E402
 
 AXES = (("ranks", "ranks"), ("zero_stage", "ZeRO stage (DeepSpeed)"), ("precision", "precision"))
 METRICS = (("samples_per_s", "samples / s"), ("peak_mem_gib", "peak memory (GiB)"))

@@ -16,9 +16,9 @@ from pathlib import Path
 import benchmark
 from benchmark.analysis.report import build_report
 from benchmark.analysis.tables import read_rows
-from benchmark.cli import main_guard
 from benchmark.data.manifest import sha256_file
 from benchmark.errors import DataError
+from benchmark.run.cli import main_guard
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -13,7 +13,7 @@ import sys
 
 from benchmark.analysis.significance import significance_table
 from benchmark.analysis.tables import read_rows, to_markdown, write_table
-from benchmark.cli import main_guard
+from benchmark.run.cli import main_guard
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """Errors the suite raises on bad input.
 
 Library code raises one of these; only launchers turn them into a one-line message and a non-zero exit
-(``benchmark.cli.main_guard``). Every message names the file, key or flag at fault.
+(``benchmark.run.cli.main_guard``). Every message names the file, key or flag at fault.
 """
 
 from __future__ import annotations

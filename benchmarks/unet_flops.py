@@ -16,7 +16,7 @@ import json
 import torch
 from monai.networks.nets import UNet
 
-from benchmark.profiling_flops import network_step_flops, unet_training_flops
+from benchmark.profiling.flops import network_step_flops, unet_training_flops
 
 
 def main() -> None:

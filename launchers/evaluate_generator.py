@@ -16,9 +16,9 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 
-from benchmark.cli import main_guard  # noqa: E402
 from benchmark.config import load_config  # noqa: E402
 from benchmark.metrics.evaluate import evaluate_generator, load_nifti_dir  # noqa: E402
+from benchmark.run.cli import main_guard  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

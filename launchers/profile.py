@@ -18,10 +18,10 @@ from pathlib import Path
 # the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmark.cli import main_guard  # noqa: E402
 from benchmark.config import parse_overrides  # noqa: E402
 from benchmark.errors import ConfigError  # noqa: E402
-from benchmark.profiling_jobs import GridOptions, run_profile  # noqa: E402
+from benchmark.profiling.grid import GridOptions, run_profile  # noqa: E402
+from benchmark.run.cli import main_guard  # noqa: E402
 
 
 def _list(kind):

@@ -11,9 +11,9 @@ from pathlib import Path
 # the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmark.cli import main_guard  # noqa: E402
 from benchmark.generators import get_generator_spec  # noqa: E402
-from benchmark.single import common_args, run_one  # noqa: E402
+from benchmark.run.cli import main_guard  # noqa: E402
+from benchmark.run.single import common_args, run_one  # noqa: E402
 
 
 def main(argv):

@@ -9,9 +9,9 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from benchmark.cluster import JobNode, dispatch
 from benchmark.config import ClusterConfig
 from benchmark.errors import ConfigError
+from benchmark.run.dispatch import JobNode, dispatch
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # local jobs unpickle this module's functions
 

@@ -25,7 +25,7 @@ def test_every_config_loads(path):
         build_section(ClusterConfig, read_yaml(path), "cluster")
         return
     if path.name == "gpu_peaks.yaml":  # the profiler's GPU peak table, not a study config
-        from benchmark.profiling_model import load_peaks
+        from benchmark.profiling.model import load_peaks
 
         assert {e["name"] for e in load_peaks(str(path))} >= {"V100-SXM2", "A100-SXM4", "H100-SXM5", "H200-SXM"}
         return

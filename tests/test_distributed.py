@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.distributed import detect_env, first_host
+from benchmark.engine.distributed import detect_env, first_host
 from benchmark.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ WORKER = textwrap.dedent(
     import dataclasses, json, sys
     import numpy as np, torch
     torch.set_num_threads(1)
-    from benchmark import distributed
+    from benchmark.engine import distributed
     from benchmark.config import TrainConfig
     from benchmark.generators import GENERATORS
     from benchmark.generators.train import train_generator
@@ -149,10 +149,10 @@ DIVERGING_WORKER = textwrap.dedent(
     import json, os, sys
     import torch
     torch.set_num_threads(1)
-    from benchmark import distributed
+    from benchmark.engine import distributed
     from benchmark.config import TrainConfig
-    from benchmark.engine import fit
-    from benchmark.engine_backends import all_reduce_grads
+    from benchmark.engine.loop import fit
+    from benchmark.engine.backends import all_reduce_grads
     from benchmark.errors import TrainingError
     from test_engine import Toy, batch_fn
 

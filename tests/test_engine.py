@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import TrainConfig
-from benchmark.engine import fit
+from benchmark.engine.contract import Stage
+from benchmark.engine.loop import fit
 from benchmark.errors import CheckpointError, ConfigError, TrainingError
-from benchmark.generators.base import Stage
-from benchmark.tracking import MemoryTracker
+from benchmark.tracking.tracker import MemoryTracker
 
 TORCH = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=2, keep_checkpoints=0)
 
@@ -189,7 +189,7 @@ def test_deepspeed_engine_matches_torch_and_resumes(tmp_path):
 
 
 def test_deepspeed_config_errors(tmp_path):
-    from benchmark.engine_backends import deepspeed_config
+    from benchmark.engine.backends import deepspeed_config
 
     cfg = deepspeed_config(TrainConfig(engine="deepspeed", precision="bf16", batch_size=3), world=2)
     assert cfg["zero_optimization"]["stage"] == 2  # from configs/deepspeed/zero2_cpu.json

@@ -12,12 +12,12 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
-from benchmark import profiling_model
 from benchmark.errors import ConfigError
-from benchmark.profiling import ProfilePoint
-from benchmark.profiling_flops import conv3d_flops, count_flops, network_step_flops, unet_training_flops
-from benchmark.profiling_jobs import GridOptions, build_grid, group_grid, run_profile
-from benchmark.profiling_results import COLUMNS, failed_row, finish_row
+from benchmark.profiling.flops import conv3d_flops, count_flops, network_step_flops, unet_training_flops
+from benchmark.profiling.grid import GridOptions, build_grid, group_grid, run_profile
+from benchmark.profiling.measure import ProfilePoint
+from benchmark.profiling.measure import model as profiling_model
+from benchmark.profiling.results import COLUMNS, failed_row, finish_row
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,9 +176,9 @@ def test_bare_reference_computes_the_same_numbers_as_the_engine(tmp_path):
     import dataclasses
 
     from benchmark.config import load_config, to_dict
-    from benchmark.engine import fit
-    from benchmark.profiling import _Profiled
-    from benchmark.profiling_model import bare_loop, build_model, memory_batch
+    from benchmark.engine.loop import fit
+    from benchmark.profiling.measure import _Profiled
+    from benchmark.profiling.model import bare_loop, build_model, memory_batch
 
     cfg = load_config(REPO / "configs" / "default.yaml")
     point = ProfilePoint(model="spade_gan", shape=(32, 32, 16), batch_size=2, steps=2, warmup=1, tiny=True,

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from study_fixtures import tiny_study_overrides
 
 from benchmark.errors import ConfigError, TrackingError
-from benchmark.sweep import main
+from benchmark.run.sweep import main
 
 EXPECTED_TAGS = {"stage", "job_key", "config_hash", "git_commit", "protocol", "seed", "data_manifest"}
 

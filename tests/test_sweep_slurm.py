@@ -14,12 +14,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from study_fixtures import tiny_study_overrides
 
-from benchmark.cluster import make_executor
 from benchmark.config import load_config, to_dict
-from benchmark.jobs import JobRunner, JobSpec, execute, job_hash, run_name
+from benchmark.run.dispatch import make_executor
+from benchmark.run.job import JobRunner, JobSpec, execute, job_hash, run_name
+from benchmark.run.sweep import main
 from benchmark.study import prepare_study
-from benchmark.sweep import main
-from benchmark.tracking import default_uri, ensure_experiment
+from benchmark.tracking.tracker import default_uri, ensure_experiment
 
 pytestmark = pytest.mark.slurm
 

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmark.errors import TrackingError
-from benchmark.tracking import (
+from benchmark.tracking.tracker import (
     MLFLOW_PARENT_TAG,
     MLflowTracker,
     check_reachable,

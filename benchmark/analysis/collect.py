@@ -104,7 +104,7 @@ def print_summary(frames: StudyFrames) -> None:
 def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None = None) -> Path:
     """The self-contained HTML report in ``<study>/report.html``."""
     from benchmark.analysis.report import build_report
-    from benchmark.jobs import code_version
+    from benchmark.run.job import code_version
 
     notes = [
         f"generator protocol: {study.plan.protocol}"

@@ -21,7 +21,7 @@ import pandas as pd
 
 from benchmark.analysis.collect import StudyFrames
 from benchmark.errors import DataError, TrackingError
-from benchmark.tracking_runs import RunRecord, download_artifact, experiment_runs, run_artifacts
+from benchmark.tracking.runs import RunRecord, download_artifact, experiment_runs, run_artifacts
 
 __all__ = ["MlflowStudy", "check_store", "read_study", "read_study_frames", "select_runs", "stage_of"]
 

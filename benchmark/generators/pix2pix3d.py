@@ -18,8 +18,8 @@ from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import BasicUNet, PatchDiscriminator
 from torch import nn
 
+from benchmark.engine.contract import Stage, StepContext
 from benchmark.errors import ConfigError
-from benchmark.generators.base import Stage, StepContext
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from monai.networks.nets import PatchDiscriminator, SPADENet
 from torch import nn
 
+from benchmark.engine.contract import Stage, StepContext
 from benchmark.errors import ConfigError, DataError
-from benchmark.generators.base import Stage, StepContext
 from benchmark.generators.guidance import device_generator
 from benchmark.generators.perceptual import PerceptualConfig, build_perceptual
 

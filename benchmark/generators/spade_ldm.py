@@ -19,8 +19,8 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import SPADEAutoencoderKL, SPADEDiffusionModelUNet
 from torch import nn
 
+from benchmark.engine.contract import Stage, StepContext
 from benchmark.errors import ConfigError
-from benchmark.generators.base import Stage, StepContext
 from benchmark.generators.guidance import device_generator, make_scheduler, null_label_dropout, sample_latents
 from benchmark.generators.perceptual import PerceptualConfig, build_perceptual
 from benchmark.generators.spade_gan import (

@@ -22,11 +22,11 @@ import torch
 from benchmark.atomic import write_text_atomic
 from benchmark.config import TrainConfig
 from benchmark.data.io import save_nifti, save_png
-from benchmark.engine import BatchFn, FitResult, fit
+from benchmark.engine.loop import BatchFn, FitResult, fit
 from benchmark.errors import ConfigError, DataError
 from benchmark.generators import get_generator_spec
 from benchmark.generators.base import Generator
-from benchmark.tracking import Tracker
+from benchmark.tracking.tracker import Tracker
 
 
 def check_label_values(label: np.ndarray, num_classes: int, name: str) -> None:

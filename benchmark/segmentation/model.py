@@ -24,8 +24,8 @@ from torch import nn
 
 from benchmark.atomic import atomic_path
 from benchmark.config import SegmentationConfig
+from benchmark.engine.contract import Stage, StepContext
 from benchmark.errors import CheckpointError, ConfigError, DataError
-from benchmark.generators.base import Stage, StepContext
 
 TARGET_CLASSES = {"cavity": 2, "cavity_wall": 3}
 

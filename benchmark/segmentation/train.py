@@ -26,7 +26,7 @@ from benchmark.segmentation.arms import ArmData, ArmItem, AuditReport
 from benchmark.segmentation.augment import augment_pair, build_augment
 from benchmark.segmentation.evaluate import evaluate_cases, summarize
 from benchmark.segmentation.model import TARGET_CLASSES, Segmenter, class_weights, save_segmenter
-from benchmark.tracking import NullTracker, Tracker
+from benchmark.tracking.tracker import NullTracker, Tracker
 
 Batch = dict[str, torch.Tensor]
 
@@ -101,7 +101,7 @@ def train_arm(
     Returns:
         The per-case rows (``benchmark.segmentation.evaluate.COLUMNS``).
     """
-    from benchmark.engine import fit  # the engine pulls in the distributed stack; import it only for training
+    from benchmark.engine.loop import fit  # the engine pulls in the distributed stack; import it only for training
 
     if seg_cfg.target != arm_data.target:
         raise ConfigError(f"segmentation.target: {seg_cfg.target!r} but the arm was built for {arm_data.target!r}")

@@ -144,7 +144,7 @@ def test_scripts_run_from_a_folder_of_csvs(tmp_path, three_arms, capsys):
 
 
 def test_script_bad_path_is_one_line_error(tmp_path, capsys):
-    from benchmark.cli import main_guard
+    from benchmark.run.cli import main_guard
 
     sig = _script("significance")
     code = main_guard(lambda: sig.main(["--rows", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]))

@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.analysis.mlflow_source import read_study, read_study_frames
 from benchmark.errors import DataError, TrackingError
-from benchmark.tracking import MLflowTracker, default_uri, ensure_experiment
+from benchmark.tracking.tracker import MLflowTracker, default_uri, ensure_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = {0: ["p03", "p05", "p08"], 1: ["p01", "p04", "p07"]}
@@ -185,7 +185,7 @@ def _aggregate():
 
 
 def test_aggregate_script_writes_tables(store, tmp_path, capsys):
-    from benchmark.cli import main_guard
+    from benchmark.run.cli import main_guard
 
     uri, exp, tmp = _experiment(store, "agg")
     _log_study(uri, exp, tmp)
@@ -210,7 +210,7 @@ def test_aggregate_script_writes_tables(store, tmp_path, capsys):
 
 
 def test_aggregate_script_exit_code_2(store, tmp_path, capsys):
-    from benchmark.cli import main_guard
+    from benchmark.run.cli import main_guard
 
     uri, exp, tmp = _experiment(store, "agg_holes")
     _log_study(uri, exp, tmp, drop_per_case="seg/split0/seed0/real")

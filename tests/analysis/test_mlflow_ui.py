@@ -22,8 +22,8 @@ import pytest
 from server_helpers import free_port, start_mlflow, stop, wait_healthy
 
 from benchmark.analysis.mlflow_source import read_study
-from benchmark.tracking import MLflowTracker, ensure_experiment
-from benchmark.tracking_runs import compare_url
+from benchmark.tracking.runs import compare_url
+from benchmark.tracking.tracker import MLflowTracker, ensure_experiment
 
 # Values with at most three significant decimals: the compare view shows metrics rounded to three digits.
 RUNS = {
@@ -67,7 +67,7 @@ def server(tmp_path_factory):
 
 
 def _log_study(uri: str, tmp: Path) -> tuple[str, list[str]]:
-    """A parent sweep run and one child segmentation run per arm, as ``benchmark.jobs`` logs them."""
+    """A parent sweep run and one child segmentation run per arm, as ``benchmark.run.job`` logs them."""
     exp = ensure_experiment(uri, "ui_study")
     parent = MLflowTracker(uri, exp, "sweep/ui_study", {"stage": "sweep", "protocol": "per_split"})
     ids = []

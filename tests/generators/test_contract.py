@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmark.config import TrainConfig
-from benchmark.engine import fit
+from benchmark.engine.loop import fit
 from benchmark.generators import GENERATORS
 
 SHAPE = (32, 32, 16)

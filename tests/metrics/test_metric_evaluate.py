@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.cli import main_guard
 from benchmark.config import MetricsConfig
 from benchmark.data.io import save_nifti
 from benchmark.errors import ConfigError, DataError
 from benchmark.metrics import METRICS
 from benchmark.metrics.evaluate import evaluate_generator
+from benchmark.run.cli import main_guard
 from launchers.evaluate_generator import main
 
 SHAPE = (16, 16, 16)

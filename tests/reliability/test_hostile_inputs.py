@@ -24,10 +24,10 @@ import pytest
 import torch
 from study_fixtures import tiny_study_overrides
 
-from benchmark.checkpoint import read_state
 from benchmark.config import DataConfig, load_config
 from benchmark.data.adapters import import_dataset
 from benchmark.data.manifest import Manifest
+from benchmark.engine.checkpoint import read_state
 from benchmark.errors import CheckpointError, ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]

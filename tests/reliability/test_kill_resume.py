@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from study_fixtures import tiny_study_overrides
 
-from benchmark.checkpoint import find_latest, read_state
+from benchmark.engine.checkpoint import find_latest, read_state
 from benchmark.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def _step(path: Path | None) -> int:
 
 def _reference(root: Path, cache: Path) -> None:
     """The uninterrupted jobs, in this process (the launchers' body without their argument parsing)."""
-    from benchmark.single import DEFAULT_CONFIG, run_one
+    from benchmark.run.single import DEFAULT_CONFIG, run_one
 
     ov = _overrides(root, cache)
     args = argparse.Namespace(config=str(DEFAULT_CONFIG), seed=0, split=0, tracking_uri=None, overrides=ov)

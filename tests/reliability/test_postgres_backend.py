@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from server_helpers import Postgres, free_port, listening, postgres_bindir, start_mlflow, stop, wait_healthy
 
-from benchmark.tracking import ensure_experiment
+from benchmark.tracking.tracker import ensure_experiment
 
 JOBS = Path(__file__).with_name("tracking_jobs.py")
 N_JOBS, STEPS, METRICS = 16, 50, ["loss", "dice", "lr"]

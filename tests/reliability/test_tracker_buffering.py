@@ -13,9 +13,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from benchmark import tracking_spool
 from benchmark.errors import TrackingError
-from benchmark.tracking import MLflowTracker, default_uri, ensure_experiment, replay_spool
+from benchmark.tracking.tracker import MLflowTracker, default_uri, ensure_experiment, replay_spool
+from benchmark.tracking.tracker import spool as tracking_spool
 
 
 @pytest.fixture()

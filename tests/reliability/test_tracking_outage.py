@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from server_helpers import free_port, listening, start_ui, stop, wait_healthy
 
-from benchmark.tracking import ensure_experiment, replay_spool
+from benchmark.tracking.tracker import ensure_experiment, replay_spool
 
 JOBS = Path(__file__).with_name("tracking_jobs.py")
 METRICS = ["loss", "dice"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmark.tracking import MLflowTracker  # noqa: E402
+from benchmark.tracking.tracker import MLflowTracker  # noqa: E402
 
 
 def run_job(plan: dict, job: dict) -> dict:

@@ -14,7 +14,7 @@ from benchmark.errors import ConfigError
 from benchmark.segmentation.arms import audit_arm, build_arm
 from benchmark.segmentation.model import load_segmenter
 from benchmark.segmentation.train import make_batch_fn, train_arm
-from benchmark.tracking import MemoryTracker
+from benchmark.tracking.tracker import MemoryTracker
 
 SEG = SegmentationConfig(
     channels=(4, 8, 8, 8, 8),

@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark import distributed
 from benchmark.config import StudyConfig, build_section
+from benchmark.engine import distributed
 from benchmark.errors import ConfigError
-from benchmark.profiling_flops import count_flops
-from benchmark.profiling_model import (
+from benchmark.profiling.flops import count_flops
+from benchmark.profiling.model import (
     bare_loop,
     build_model,
     environment,
@@ -49,7 +49,7 @@ from benchmark.profiling_model import (
     peak_flops,
     sampling_times,
 )
-from benchmark.profiling_results import COLUMNS, finish_row  # noqa: F401  (COLUMNS re-exported)
+from benchmark.profiling.results import COLUMNS, finish_row  # noqa: F401  (COLUMNS re-exported)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -219,7 +219,7 @@ def measure(point: ProfilePoint) -> list[dict[str, Any]]:
         Rows with the measured columns filled (ratios are added by the grid driver). Raises the suite's errors
         (``ConfigError``, ``DataError``, ``TrainingError``) unchanged.
     """
-    from benchmark.engine import fit
+    from benchmark.engine.loop import fit
 
     cfg: StudyConfig = build_section(StudyConfig, point.config, "")
     device = _resolve_device(point)

@@ -1,4 +1,4 @@
-"""The profiling grid: one job per configuration through ``benchmark.cluster.dispatch``; rows to CSV and MLflow.
+"""The profiling grid: one job per configuration through ``benchmark.run.dispatch.dispatch``; rows to CSV and MLflow.
 
 The grid is the product of engines x ZeRO stages (DeepSpeed only) x precisions x ranks x compile x
 channels-last. Its first point is the baseline; the run adds, unless switched off:
@@ -10,7 +10,7 @@ channels-last. Its first point is the baseline; the run adds, unless switched of
 Where a job runs: on this machine (``debug``, ``pool``) each job measures in a fresh child process (so peak
 RSS is the job's own; ``--in-process`` measures in the job's process instead); a ``local`` or Slurm job is its own
 process; multi-rank configurations run under ``python -m torch.distributed.run`` as a child of the job, or as
-``tasks_per_node`` tasks of one Slurm job. ``python -m benchmark.profiling_jobs SPEC RESULT`` is the child.
+``tasks_per_node`` tasks of one Slurm job. ``python -m benchmark.profiling.grid SPEC RESULT`` is the child.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import Any
 from benchmark.atomic import write_text_atomic
 from benchmark.config import ClusterConfig, load_config, to_dict
 from benchmark.errors import ConfigError, TrainingError
-from benchmark.profiling import ProfilePoint, measure, pool_rounds
-from benchmark.profiling_results import add_ratios, failed_row, log_profile, summarise, write_csv
+from benchmark.profiling.measure import ProfilePoint, measure, pool_rounds
+from benchmark.profiling.results import add_ratios, failed_row, log_profile, summarise, write_csv
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
 
 
@@ -158,7 +158,7 @@ def _run_child(points: list[ProfilePoint], rounds: int) -> list[dict[str, Any]]:
     spec, result, log = folder / "spec.json", folder / "result.json", folder / "worker.log"
     spec.write_text(json.dumps({"points": [dataclasses.asdict(p) for p in points], "rounds": rounds}))
     result.unlink(missing_ok=True)
-    worker = ["-m", "benchmark.profiling_jobs", str(spec), str(result)]
+    worker = ["-m", "benchmark.profiling.grid", str(spec), str(result)]
     if point.ranks > 1:
         launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(point.ranks), "--master_addr",
                     "127.0.0.1", "--master_port", str(_free_port())]  # fmt: skip
@@ -237,7 +237,7 @@ def run_profile(opts: GridOptions) -> tuple[Path, dict[str, Any]]:
     Returns:
         ``(csv path, summary)``.
     """
-    from benchmark.cluster import JobNode, dispatch
+    from benchmark.run.dispatch import JobNode, dispatch
 
     config = opts.config_path
     if config and not Path(config).is_file() and (REPO_ROOT / config).is_file():
@@ -269,7 +269,7 @@ def _progress(outcome: Any) -> None:
 
 
 def _worker(argv: list[str]) -> int:
-    from benchmark import distributed
+    from benchmark.engine import distributed
 
     spec, result = Path(argv[0]), Path(argv[1])
     values = json.loads(spec.read_text())

@@ -5,7 +5,7 @@ one process). ``DeepSpeedContext`` wraps every trained network in its own DeepSp
 optimizer and scheduler the model makes, so a GAN has one engine for G and one for D.
 
 Both also save and restore the network/optimizer part of a checkpoint (``save_state``/``load_state``); the
-rest of the checkpoint (step, RNG, extras) is written by ``benchmark.checkpoint``.
+rest of the checkpoint (step, RNG, extras) is written by ``benchmark.engine.checkpoint``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import distributed
 from benchmark.config import TrainConfig
+from benchmark.engine import distributed
+from benchmark.engine.contract import Trainable
 from benchmark.errors import CheckpointError, ConfigError
-from benchmark.generators.base import Trainable
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Context:

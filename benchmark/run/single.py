@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from benchmark.config import load_config, to_dict
-from benchmark.jobs import JobSpec, execute, job_hash, run_name
+from benchmark.run.job import JobSpec, execute, job_hash, run_name
 from benchmark.study import prepare_study
-from benchmark.tracking import check_reachable, default_uri, ensure_experiment
+from benchmark.tracking.tracker import check_reachable, default_uri, ensure_experiment
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
 def common_args(p: argparse.ArgumentParser) -> None:

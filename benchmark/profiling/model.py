@@ -30,7 +30,7 @@ import torch
 from benchmark.config import StudyConfig, read_yaml
 from benchmark.errors import ConfigError
 
-PEAKS_FILE = Path(__file__).resolve().parents[1] / "configs" / "gpu_peaks.yaml"
+PEAKS_FILE = Path(__file__).resolve().parents[2] / "configs" / "gpu_peaks.yaml"
 UNET = "unet"
 
 
@@ -193,7 +193,7 @@ def bare_loop(prof: Any, batch: dict[str, torch.Tensor], point: Any, device: tor
         point: the ``ProfilePoint`` (steps, precision, seed).
         device: where the networks are.
     """
-    from benchmark.engine_batches import derive_seed, seed_everything
+    from benchmark.engine.batches import derive_seed, seed_everything
 
     n = point.warmup + point.steps + 1
     amp = PrecisionCtx(device, point.precision)

@@ -162,7 +162,7 @@ def log_profile(rows: list[dict[str, Any]], summary: dict[str, Any], csv: Path, 
     Returns:
         The parent run id.
     """
-    from benchmark.tracking import MLflowTracker, check_reachable, default_uri, ensure_experiment
+    from benchmark.tracking.tracker import MLflowTracker, check_reachable, default_uri, ensure_experiment
 
     out = Path(opts.out)
     uri = opts.tracking_uri or default_uri(out)

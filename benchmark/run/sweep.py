@@ -16,14 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.cluster import JobNode, Outcome, dispatch
 from benchmark.config import ClusterConfig, StudyConfig, build_section, load_config, read_yaml, to_dict
 from benchmark.errors import ConfigError
 from benchmark.generators import GENERATORS
-from benchmark.jobs import JobRunner, JobSpec, job_hash, run_name
+from benchmark.run.dispatch import JobNode, Outcome, dispatch
+from benchmark.run.job import JobRunner, JobSpec, job_hash, run_name
 from benchmark.segmentation.arms import expand_arms, parse_arm
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -120,9 +120,9 @@ def _ratios(cfg: StudyConfig, arm: str) -> tuple[float, ...]:
 
 def main(argv: list[str]) -> int:
     """Run (or dry-run) a sweep; returns the exit code (1 when any job failed)."""
-    from benchmark import jobs as J
+    from benchmark.run import job as J
     from benchmark.study import prepare_study
-    from benchmark.tracking import check_reachable, default_uri, ensure_experiment, replay_spool
+    from benchmark.tracking.tracker import check_reachable, default_uri, ensure_experiment, replay_spool
 
     args = parse_args(argv)
     if not logging.getLogger().handlers:  # in-process jobs stay quiet; job logs of other executors keep INFO

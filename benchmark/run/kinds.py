@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmark.atomic import write_text_atomic
 from benchmark.study import Study
-from benchmark.tracking import Tracker
+from benchmark.tracking.tracker import Tracker
 
 
 def run_generator(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def _annotate_samples(folder: Path, study: Study, scope: str, split: int, train_
 
 
 def _arm_folder_name(p: dict[str, Any]) -> str:
-    from benchmark.jobs import run_name
+    from benchmark.run.job import run_name
 
     return run_name("segmentation", p).rsplit("/", 1)[1]
 

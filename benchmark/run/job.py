@@ -24,7 +24,7 @@ from benchmark.atomic import write_text_atomic
 from benchmark.config import StudyConfig, build_section, config_hash, flatten, save_config, to_dict
 from benchmark.segmentation.arms import parse_arm
 from benchmark.study import Study, data_fingerprint
-from benchmark.tracking import NullTracker, Tracker
+from benchmark.tracking.tracker import NullTracker, Tracker
 
 DONE_FILE = "done.json"
 
@@ -123,17 +123,17 @@ def already_done(spec: JobSpec, study: Study) -> bool:
         return False
     if spec.tracking_uri is None:
         return True
-    from benchmark.tracking import find_finished_run
+    from benchmark.tracking.tracker import find_finished_run
 
     return find_finished_run(spec.tracking_uri, spec.experiment_id, spec.key, spec.cfg_hash) is not None
 
 
 def _tracker(spec: JobSpec, study: Study) -> Tracker:
-    from benchmark.distributed import get_rank
+    from benchmark.engine.distributed import get_rank
 
     if spec.tracking_uri is None or get_rank() != 0:
         return NullTracker()
-    from benchmark.tracking import MLflowTracker
+    from benchmark.tracking.tracker import MLflowTracker
 
     p = spec.params
     tags = {
@@ -166,7 +166,7 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     Returns:
         A small JSON-safe summary (also written as ``done.json``).
     """
-    from benchmark.stages import STAGES
+    from benchmark.run.kinds import STAGES
 
     if not logging.getLogger().handlers:  # progress lines of the engine in the job's log
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -213,7 +213,7 @@ class JobRunner(submitit.helpers.Checkpointable):
 
 def start_parent_run(uri: str, experiment_id: str, study: Study, gens: list[str]) -> Tracker:
     """The sweep's parent run: config, data hash, code version, protocol."""
-    from benchmark.tracking import MLflowTracker
+    from benchmark.tracking.tracker import MLflowTracker
 
     cfg = study.cfg
     tags = {
@@ -234,8 +234,8 @@ def start_parent_run(uri: str, experiment_id: str, study: Study, gens: list[str]
 
 def finish_sweep(study: Study, parent: Tracker | None, outcomes: dict, seconds: float) -> Path | None:
     """Analysis after the jobs: summary table on stdout, report file, parent run closed."""
-    from benchmark.stages import summarise_study
-    from benchmark.tracking import replay_spool
+    from benchmark.run.kinds import summarise_study
+    from benchmark.tracking.tracker import replay_spool
 
     report = None
     if parent is not None:  # what jobs could not send while the server was away

@@ -1,6 +1,6 @@
 """Typed study configuration: defaults -> ``configs/<x>.yaml`` -> ``key=value`` overrides.
 
-Every section is a ``kw_only`` dataclass. The loader (``benchmark.config_loader``) walks the dataclass fields, so
+Every section is a ``kw_only`` dataclass. The loader (``benchmark.config.loader``) walks the dataclass fields, so
 an unknown key, a value of the wrong type or a choice outside a ``Literal`` fails with the key's full path and the
 allowed choices. YAML is read with ``yaml.safe_load`` only (a python tag is refused). Generator sections are
 resolved through the ``GENERATORS`` registry, so a new generator adds no line here.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmark.config_loader import (  # the loader's helpers are part of this module's API (see __all__)
+from benchmark.config.loader import (  # the loader's helpers are part of this module's API (see __all__)
     build_section,
     config_hash,
     deep_update,

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark import distributed
+from benchmark.engine import distributed
+from benchmark.engine.contract import Trainable
 from benchmark.errors import CheckpointError
-from benchmark.generators.base import Trainable
 
 FORMAT = "lge-synthbench-checkpoint"
 VERSION = 1

@@ -1,4 +1,4 @@
-"""Experiment tracking. This module is the only code in the suite that imports mlflow (``benchmark.tracking_runs``,
+"""Experiment tracking. This module is the only code in the suite that imports mlflow (``benchmark.tracking.runs``,
 the read side, gets its client from ``client_for``).
 
 Jobs receive a ``Tracker``; on ranks other than 0 and in tests it is a ``NullTracker``, so model and engine
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import TrackingError
-from benchmark.tracking_spool import chunks, own_http_retries, transient
+from benchmark.tracking.spool import chunks, own_http_retries, transient
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class MLflowTracker(Tracker):
     Metric points are batched (``flush_every``). Every operation goes through an ordered queue: while the
     server answers it is sent at once; when it does not, the job carries on and the queue is retried with
     exponential back-off (0.5 s doubling to ``max_delay``) at later calls, and is also written to a local fallback store
-    (``benchmark.tracking_spool``) so a job killed during the outage loses nothing it had flushed. ``end`` keeps
+    (``benchmark.tracking.spool``) so a job killed during the outage loses nothing it had flushed. ``end`` keeps
     trying for ``patience`` seconds; if the server is still away the spool file is closed and replayed later by
     ``replay_spool`` (the next tracker that ends with the server back does this by itself). Creating the run
     retries the same way and raises ``TrackingError`` when the server stays away.
@@ -232,7 +232,7 @@ class MLflowTracker(Tracker):
         request_timeout: float = 30.0,
         max_delay: float = 15.0,
     ):
-        from benchmark.tracking_spool import Spool, default_spool_dir
+        from benchmark.tracking.spool import Spool, default_spool_dir
 
         self.uri, self.retries, self.flush_every, self.patience = uri, retries, flush_every, patience
         self.request_timeout = request_timeout
@@ -387,7 +387,7 @@ def replay_spool(spool_dir: str | Path | None = None, uri: str | None = None, qu
     Returns:
         Counts: ``runs`` replayed completely, ``ops`` sent, ``left`` operations still kept (server away).
     """
-    from benchmark import tracking_spool as sp
+    from benchmark.tracking.tracker import spool as sp
 
     def sender(header: dict[str, Any]):
         client = client_for(header["uri"])

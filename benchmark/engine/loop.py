@@ -10,9 +10,9 @@ Determinism: the batch RNG handed to ``batch_fn`` and the context's ``torch.Gene
 step from (seed, rank, stage index, step); the global python/numpy/torch RNGs are seeded once from
 (seed, rank) and checkpointed. A run resumed from a checkpoint therefore sees exactly the batches and noise
 an uninterrupted one would and (on the CPU, fp32) produces bit-identical losses. Seeding and the batch loader live in
-``benchmark.engine_batches``.
+``benchmark.engine.batches``.
 
-Checkpoints are folders ``out_dir/checkpoints/ckpt-<global step>/`` (see ``benchmark.checkpoint``), written
+Checkpoints are folders ``out_dir/checkpoints/ckpt-<global step>/`` (see ``benchmark.engine.checkpoint``), written
 under a ``.tmp`` name and renamed when complete.
 """
 
@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark import checkpoint as ckpt
-from benchmark import distributed
 from benchmark.config import TrainConfig
-from benchmark.engine_backends import DeepSpeedContext, TorchContext
-from benchmark.engine_batches import Batches, BatchFn, derive_seed, seed_everything
+from benchmark.engine import checkpoint as ckpt
+from benchmark.engine import distributed
+from benchmark.engine.backends import DeepSpeedContext, TorchContext
+from benchmark.engine.batches import Batches, BatchFn, derive_seed, seed_everything
+from benchmark.engine.contract import Stage, Trainable
 from benchmark.errors import ConfigError, TrainingError
-from benchmark.generators.base import Stage, Trainable
-from benchmark.tracking import NullTracker, Tracker
+from benchmark.tracking.tracker import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
 

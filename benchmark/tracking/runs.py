@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import TrackingError
-from benchmark.tracking import MLFLOW_PARENT_TAG, client_for
+from benchmark.tracking.tracker import MLFLOW_PARENT_TAG, client_for
 
 
 @dataclass(frozen=True)

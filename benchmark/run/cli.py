@@ -26,6 +26,6 @@ def main_guard(fn: Callable[[], int | None]) -> int:
 
 def sweep_main() -> int:
     """Console entry point ``lge-sweep`` (same as ``python launchers/sweep.py``)."""
-    from benchmark.sweep import main
+    from benchmark.run.sweep import main
 
     return main_guard(lambda: main(sys.argv[1:]))

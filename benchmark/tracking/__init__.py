@@ -1,0 +1,2 @@
+"""Tracking: the ``Tracker`` interface and the MLflow tracker (``tracker``, the only module that imports mlflow),
+the local spool that keeps what a server could not take (``spool``), and reading a study back (``runs``)."""
