@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark.analysis.mlflow_source import read_study, stage_of
+from benchmark.analysis.mlflow_source import kind_of, read_study
 from benchmark.analysis.significance import significance_table
 from benchmark.analysis.tables import quality_table, segmentation_table, to_markdown, write_table
 from benchmark.run.cli import main_guard
@@ -64,12 +64,12 @@ def main(argv: list[str]) -> int:
 
 
 def _print_summary(study, seg, qual, sig) -> None:
-    stages = {}
+    kinds = {}
     for run in study.runs.values():
-        stage = stage_of(run)
-        stages[stage] = stages.get(stage, 0) + 1
+        kind = kind_of(run)
+        kinds[kind] = kinds.get(kind, 0) + 1
     print(f"experiment {study.experiment} ({study.uri}): "
-          + ", ".join(f"{n} {s} run(s)" for s, n in sorted(stages.items())))  # fmt: skip
+          + ", ".join(f"{n} {s} run(s)" for s, n in sorted(kinds.items())))  # fmt: skip
     for note in study.notes:
         print(f"note: {note}", file=sys.stderr)
     pooled = seg[seg["split"] == "all"]
@@ -83,7 +83,7 @@ def _print_summary(study, seg, qual, sig) -> None:
     if not verdicts.empty:
         print("\nagainst the baseline (Holm-corrected, corrected resampled t-test):")
         print(to_markdown(verdicts[["arm", "n_splits", "mean_diff", "p_holm", "verdict", "reason"]]), end="")
-    seg_ids = [r.run_id for r in study.runs.values() if stage_of(r) == "segmentation"]
+    seg_ids = [r.run_id for r in study.runs.values() if kind_of(r) == "segmentation"]
     url = compare_url(study.uri, study.experiment_id, seg_ids)
     if url:
         print(f"\ncompare the segmentation runs in the MLflow UI: {url}")

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -155,3 +156,25 @@ def prepare_study(cfg: StudyConfig) -> Study:
 def data_fingerprint(study: Study) -> dict[str, str]:
     """Tags naming the exact data and config behind a number."""
     return {"data_manifest": study.manifest.digest(), "study_config_hash": config_hash(study.cfg)}
+
+
+def code_version() -> str:
+    """The git commit of the suite (``unknown`` outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

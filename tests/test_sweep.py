@@ -14,7 +14,7 @@ from study_fixtures import tiny_study_overrides
 from benchmark.errors import ConfigError, TrackingError
 from benchmark.run.sweep import main
 
-EXPECTED_TAGS = {"stage", "job_key", "config_hash", "git_commit", "protocol", "seed", "data_manifest"}
+EXPECTED_TAGS = {"kind", "job_key", "config_hash", "git_commit", "protocol", "seed", "data_manifest"}
 
 
 def _runs(root, name):
@@ -36,11 +36,11 @@ def test_sweep_runs_every_job_and_tracks_it(study, capsys):
     root, _, code, _ = study
     assert code == 0
     client, runs = _runs(root, "tiny")
-    parents = [r for r in runs if r.data.tags.get("stage") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("stage") != "sweep"]
+    parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("kind") != "sweep"]
     assert len(parents) == 1
     # 2 generators trained once on the pool; 2 splits x (real, real+augmented, 2 generator arms); 2 x 2 quality jobs
-    stages = sorted(r.data.tags["stage"] for r in children)
+    stages = sorted(r.data.tags["kind"] for r in children)
     assert stages.count("generator") == 2 and stages.count("segmentation") == 8 and stages.count("quality") == 4
     for r in children:
         assert r.info.status == "FINISHED", r.info.run_name
@@ -49,10 +49,10 @@ def test_sweep_runs_every_job_and_tracks_it(study, capsys):
         assert r.data.tags["protocol"] == "disjoint_pool"
     names = {r.info.run_name for r in children}
     assert "seg/split1/seed0/real+spade_ldm" in names and "gen/pool/pix2pix3d/seed0" in names
-    quality = [r for r in children if r.data.tags["stage"] == "quality"]
+    quality = [r for r in children if r.data.tags["kind"] == "quality"]
     assert all(r.data.tags["backbone"] == "random_resnet10_seed0" for r in quality)
     assert all("fid" in r.data.metrics for r in quality)
-    seg = [r for r in children if r.data.tags["stage"] == "segmentation"]
+    seg = [r for r in children if r.data.tags["kind"] == "segmentation"]
     assert all("mean_dice" in r.data.metrics for r in seg)
     assert (root / "tiny" / "report.html").is_file()
     assert parents[0].info.status == "FINISHED"

@@ -70,7 +70,7 @@ def test_tiny_sweep_through_sbatch(cluster, tmp_path, capsys):
     client = MlflowClient(default_uri(tmp_path / "tiny"))
     exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id])
-    children = [r for r in runs if r.data.tags.get("stage") != "sweep"]
+    children = [r for r in runs if r.data.tags.get("kind") != "sweep"]
     assert len(children) == 5 and all(r.info.status == "FINISHED" for r in children)
 
 
@@ -84,7 +84,7 @@ def _seg_spec(root: Path, name: str, steps: int) -> tuple[JobSpec, Path]:
     exp = ensure_experiment(uri, name, study.root / "mlartifacts")
     params = {"split": 0, "seed": 0, "arm": "real", "ratio": 1.0}
     spec = JobSpec(
-        stage="segmentation",
+        kind="segmentation",
         key=run_name("segmentation", params),
         params=params,
         config=to_dict(cfg),

@@ -28,7 +28,7 @@ def store(tmp_path):
 
 def test_parent_child_runs_curves_artifacts_and_status(store):
     uri, exp, tmp = store
-    parent = MLflowTracker(uri, exp, "sweep/study", {"stage": "sweep"})
+    parent = MLflowTracker(uri, exp, "sweep/study", {"kind": "sweep"})
     child = MLflowTracker(
         uri,
         exp,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.study import Study
+from benchmark.study import Study, code_version
 
 
 @dataclass
@@ -104,7 +104,6 @@ def print_summary(frames: StudyFrames) -> None:
 def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None = None) -> Path:
     """The self-contained HTML report in ``<study>/report.html``."""
     from benchmark.analysis.report import build_report
-    from benchmark.run.job import code_version
 
     notes = [
         f"generator protocol: {study.plan.protocol}"
@@ -133,3 +132,10 @@ def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None 
         notes=notes,
         figures=figures,
     )
+
+
+def summarise_study(study: Study, outcomes: dict) -> Path | None:
+    """Collect per-case rows and summaries from the study folder, print a short table, write the report."""
+    frames = collect_study(study)
+    print_summary(frames)
+    return write_study_report(study, frames, outcomes)

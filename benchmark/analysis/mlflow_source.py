@@ -1,7 +1,7 @@
 """Read a study back from MLflow into the same tidy frames as :func:`benchmark.analysis.collect.collect_study`.
 
 A sweep logs one experiment per study: a parent run ``sweep/<study>`` (with ``splits.json``) and a child run per
-job, tagged with ``stage``, ``job_key``, ``split``, ``seed``, ``arm`` and ``generator``. Segmentation runs carry
+job, tagged with ``kind``, ``job_key``, ``split``, ``seed``, ``arm`` and ``generator``. Segmentation runs carry
 ``per_case.csv`` and ``arm.json``; image-quality runs ``per_case.csv`` and ``summary.json``. The frames come
 from those artifacts, never from the logged means, so paired tests see every case.
 
@@ -23,10 +23,10 @@ from benchmark.analysis.collect import StudyFrames
 from benchmark.errors import DataError, TrackingError
 from benchmark.tracking.runs import RunRecord, download_artifact, experiment_runs, run_artifacts
 
-__all__ = ["MlflowStudy", "check_store", "read_study", "read_study_frames", "select_runs", "stage_of"]
+__all__ = ["MlflowStudy", "check_store", "read_study", "read_study_frames", "select_runs", "kind_of"]
 
-_PREFIX_STAGE = {"seg": "segmentation", "quality": "quality", "gen": "generator", "sweep": "sweep"}
-# Artifacts a finished run of each stage must carry for its rows to be read.
+_PREFIX_KIND = {"seg": "segmentation", "quality": "quality", "gen": "generator", "sweep": "sweep"}
+# Artifacts a finished run of each kind must carry for its rows to be read.
 REQUIRED = {"segmentation": ("per_case.csv",), "quality": ("per_case.csv", "summary.json")}
 _LIST_AT_MOST = 20
 
@@ -56,11 +56,11 @@ class MlflowStudy:
     expected_arms: list[str] = field(default_factory=list)
 
 
-def stage_of(run: RunRecord) -> str:
-    """The run's stage from its ``stage`` tag, or from its name's prefix (``seg/``, ``quality/``, ...)."""
-    if run.tags.get("stage"):
-        return run.tags["stage"]
-    return _PREFIX_STAGE.get(run.name.split("/", 1)[0], "unknown")
+def kind_of(run: RunRecord) -> str:
+    """The run's job kind from its ``kind`` tag, or from its name's prefix (``seg/``, ``quality/``, ...)."""
+    if run.tags.get("kind"):
+        return run.tags["kind"]
+    return _PREFIX_KIND.get(run.name.split("/", 1)[0], "unknown")
 
 
 def _describe(run: RunRecord) -> str:
@@ -85,8 +85,8 @@ def select_runs(runs: list[RunRecord]) -> tuple[dict[str, RunRecord], list[RunRe
     jobs: dict[str, RunRecord] = {}
     parents, unfinished, superseded = [], [], []
     for run in sorted(runs, key=lambda r: r.start_time):
-        stage = stage_of(run)
-        if stage == "sweep":
+        kind = kind_of(run)
+        if kind == "sweep":
             parents.append(run)
         elif run.status != "FINISHED":
             unfinished.append(run)
@@ -170,7 +170,7 @@ def _check_artifacts(uri: str, used: dict[str, RunRecord], where: str, allow_mis
     missing, listed = [], {}
     for key, run in used.items():
         listed[key] = run_artifacts(uri, run.run_id)
-        absent = [a for a in REQUIRED[stage_of(run)] if a not in listed[key]]
+        absent = [a for a in REQUIRED[kind_of(run)] if a not in listed[key]]
         if absent:
             missing.append((run, absent))
     if missing:
@@ -204,7 +204,7 @@ def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> Mlf
     if not runs:
         raise DataError(where, "holds no runs (was the sweep run with tracking enabled and this store?)")
     jobs, parents, notes = select_runs(runs)
-    used = {k: r for k, r in sorted(jobs.items()) if stage_of(r) in REQUIRED}
+    used = {k: r for k, r in sorted(jobs.items()) if kind_of(r) in REQUIRED}
     if not used:
         raise DataError(where, "holds no finished segmentation or image-quality runs; its runs: "
                         + _listing([_describe(r) for r in runs]))  # fmt: skip
@@ -216,7 +216,7 @@ def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> Mlf
         for key, run in used.items():
             if run.run_id in skip:
                 continue
-            if stage_of(run) == "segmentation":
+            if kind_of(run) == "segmentation":
                 seg_parts.append(_read_csv(uri, run, "per_case.csv", tmp))
                 arm_records.append(_arm_record(uri, run, listed[key], tmp))
             else:
@@ -228,7 +228,7 @@ def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> Mlf
         sizes = _split_sizes(uri, parents, seg, arms, tmp, notes)
     quality = pd.concat(q_parts, ignore_index=True) if q_parts else pd.DataFrame()
     frames = StudyFrames(seg=seg, quality=quality, split_sizes=sizes, arms=arms)
-    expected = [r.tags.get("arm") or r.name.rsplit("/", 1)[-1] for r in runs if stage_of(r) == "segmentation"]
+    expected = [r.tags.get("arm") or r.name.rsplit("/", 1)[-1] for r in runs if kind_of(r) == "segmentation"]
     return MlflowStudy(uri=uri, experiment=experiment, experiment_id=exp_id, frames=frames, runs=used,
                        missing=missing, notes=notes, expected_arms=list(dict.fromkeys(expected)))  # fmt: skip
 

@@ -34,14 +34,14 @@ class JobNode:
 
     Args:
         key: unique, stable name (also the MLflow run name), e.g. ``seg/split2/seed0/real+spade_ldm``.
-        stage: ``generator`` | ``quality`` | ``segmentation`` (jobs of one stage are batched together).
+        kind: the job kind (``generator`` | ``quality`` | ``segmentation``; jobs of one kind are batched together).
         fn: a picklable callable (a ``submitit.helpers.Checkpointable`` for requeue-able jobs).
         args: its positional arguments.
         deps: keys of the jobs whose outputs it reads.
     """
 
     key: str
-    stage: str
+    kind: str
     fn: Callable[..., Any] | None  # None: already finished in an earlier run (counts as done at once)
     args: tuple = ()
     deps: tuple[str, ...] = ()
@@ -242,13 +242,13 @@ def _submit(executor: Any, batch: list[JobNode], state: _State) -> None:
         for node in batch:
             state.running[node.key] = (_PoolJob(executor.submit(_timed, node.fn, *node.args)), time.time())
         return
-    by_stage: dict[str, list[JobNode]] = {}
+    by_kind: dict[str, list[JobNode]] = {}
     for node in batch:
-        by_stage.setdefault(node.stage, []).append(node)
-    for stage, group in by_stage.items():
-        executor.update_parameters(name=f"lge-{stage}")
+        by_kind.setdefault(node.kind, []).append(node)
+    for kind, group in by_kind.items():
+        executor.update_parameters(name=f"lge-{kind}")
         jobs = []
-        with executor.batch():  # one Slurm job array per stage wave
+        with executor.batch():  # one Slurm job array per kind wave
             for node in group:
                 jobs.append(executor.submit(node.fn, *node.args))
         now = time.time()

@@ -1,7 +1,7 @@
 """Job callables of a sweep. Each runs the same in process, under submitit's local executor or on Slurm.
 
 A job gets a ``JobSpec`` (the resolved config as a plain dict, its parameters and where to track), rebuilds the
-study from it, opens its MLflow child run (rank 0 only), runs its stage and closes the run as FINISHED or
+study from it, opens its MLflow child run (rank 0 only), runs its kind's body and closes the run as FINISHED or
 FAILED with the error. ``JobRunner`` is ``Checkpointable``: on preemption or time-out submitit requeues it and
 the rerun resumes from the engine's last checkpoint.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ import submitit
 
 from benchmark.atomic import write_text_atomic
 from benchmark.config import StudyConfig, build_section, config_hash, flatten, save_config, to_dict
+from benchmark.run.kinds import get_kind
 from benchmark.segmentation.arms import parse_arm
-from benchmark.study import Study, data_fingerprint
+from benchmark.study import Study, code_version, data_fingerprint
 from benchmark.tracking.tracker import NullTracker, Tracker
 
 DONE_FILE = "done.json"
@@ -34,15 +34,15 @@ class JobSpec:
     """Everything a job needs, picklable.
 
     Args:
-        stage: ``generator`` | ``segmentation`` | ``quality``.
+        kind: the job kind's name (a key of ``benchmark.run.kinds.KINDS``).
         key: stable job name (also the MLflow run name).
-        params: stage parameters (generator, scope, split, seed, arm, ratio).
+        params: the kind's parameters (generator, scope, split, seed, arm, ratio).
         config: ``to_dict`` of the resolved StudyConfig.
         tracking_uri / experiment_id / parent_run_id: where to log (None: no tracking).
         cfg_hash: hash of the config sections and parameters this job's result depends on.
     """
 
-    stage: str
+    kind: str
     key: str
     params: dict[str, Any]
     config: dict[str, Any]
@@ -52,68 +52,29 @@ class JobSpec:
     cfg_hash: str
 
 
-def run_name(stage: str, p: dict[str, Any]) -> str:
+def run_name(kind: str, p: dict[str, Any]) -> str:
     """Stable run names that line up in the MLflow compare view, e.g. ``seg/split2/seed0/real+spade_ldm``."""
-    if stage == "generator":
-        return f"gen/{p['scope']}/{p['generator']}/seed{p['seed']}"
-    if stage == "quality":
-        return f"quality/split{p['split']}/{p['generator']}/seed{p['seed']}"
-    ratio = p.get("ratio", 1.0)
-    arm = p["arm"] + (f"@r{ratio:g}" if ratio != 1.0 else "")
-    return f"seg/split{p['split']}/seed{p['seed']}/{arm}"
+    return get_kind(kind).run_name(p)
 
 
-_SECTIONS = {
-    "generator": ("data", "preprocess", "composite", "splits", "train"),
-    "segmentation": ("data", "preprocess", "composite", "splits", "train", "segmentation"),
-    "quality": ("data", "preprocess", "composite", "splits", "train", "segmentation", "metrics"),
-}
-
-
-def job_hash(cfg: StudyConfig, stage: str, params: dict[str, Any]) -> str:
+def job_hash(cfg: StudyConfig, kind: str, params: dict[str, Any]) -> str:
     """Hash of what a job's result depends on: its config sections, its generator's section and its parameters."""
     d = to_dict(cfg)
-    parts = {k: d[k] for k in _SECTIONS[stage]}
+    parts = {k: d[k] for k in get_kind(kind).sections}
     gen = params.get("generator") or (parse_arm(params["arm"])[1] if "arm" in params else None)
     if gen:
         parts["generator"] = d["generators"][gen]
     return config_hash({"parts": parts, "params": params})
 
 
-def code_version() -> str:
-    """The git commit of the suite (``unknown`` outside a checkout)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-        return (out.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def out_dir(study: Study, stage: str, p: dict[str, Any]) -> Path:
+def out_dir(study: Study, kind: str, p: dict[str, Any]) -> Path:
     """The folder a job writes (its ``done.json`` marks success)."""
-    if stage == "generator":
-        return study.generator_dir(p["generator"], p["scope"], p["seed"])
-    if stage == "quality":
-        return study.quality_dir(p["generator"], p["split"], p["seed"])
-    return study.seg_dir(p["split"], p["seed"], run_name(stage, p).rsplit("/", 1)[1])
+    return get_kind(kind).out_dir(study, p)
 
 
 def already_done(spec: JobSpec, study: Study) -> bool:
     """True when the job's output is on disk with the same hash and (if tracked) its MLflow run FINISHED."""
-    marker = out_dir(study, spec.stage, spec.params) / DONE_FILE
+    marker = out_dir(study, spec.kind, spec.params) / DONE_FILE
     if not marker.is_file():
         return False
     try:
@@ -137,7 +98,7 @@ def _tracker(spec: JobSpec, study: Study) -> Tracker:
 
     p = spec.params
     tags = {
-        "stage": spec.stage,
+        "kind": spec.kind,
         "job_key": spec.key,
         "config_hash": spec.cfg_hash,
         "git_commit": code_version(),
@@ -146,8 +107,7 @@ def _tracker(spec: JobSpec, study: Study) -> Tracker:
         **{k: v for k, v in p.items()},
         **data_fingerprint(study),
     }
-    if spec.stage == "quality":
-        tags["backbone_requested"] = study.cfg.metrics.backbone
+    tags.update(get_kind(spec.kind).tags(study))
     tracker = MLflowTracker(
         spec.tracking_uri,
         spec.experiment_id,
@@ -166,20 +126,18 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     Returns:
         A small JSON-safe summary (also written as ``done.json``).
     """
-    from benchmark.run.kinds import STAGES
-
     if not logging.getLogger().handlers:  # progress lines of the engine in the job's log
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = build_section(StudyConfig, spec.config, "")
     study = Study(cfg)
     tracker = _tracker(spec, study)
     _ACTIVE["tracker"] = tracker
-    out = out_dir(study, spec.stage, spec.params)
+    out = out_dir(study, spec.kind, spec.params)
     t0 = time.time()
     try:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out)
-        summary = STAGES[spec.stage](study, spec.params, out, tracker)
+        summary = get_kind(spec.kind).body(study, spec.params, out, tracker)
         summary = {"key": spec.key, "cfg_hash": spec.cfg_hash, "seconds": round(time.time() - t0, 2), **summary}
         tracker.log_metrics({"job_seconds": summary["seconds"]})
         tracker.log_artifact(out / "config.yaml")
@@ -217,7 +175,7 @@ def start_parent_run(uri: str, experiment_id: str, study: Study, gens: list[str]
 
     cfg = study.cfg
     tags = {
-        "stage": "sweep",
+        "kind": "sweep",
         "protocol": cfg.splits.protocol,
         "leaky_protocol": cfg.splits.protocol == "shared",
         "generators": ",".join(gens),
@@ -234,7 +192,7 @@ def start_parent_run(uri: str, experiment_id: str, study: Study, gens: list[str]
 
 def finish_sweep(study: Study, parent: Tracker | None, outcomes: dict, seconds: float) -> Path | None:
     """Analysis after the jobs: summary table on stdout, report file, parent run closed."""
-    from benchmark.run.kinds import summarise_study
+    from benchmark.analysis.collect import summarise_study
     from benchmark.tracking.tracker import replay_spool
 
     report = None

@@ -22,7 +22,7 @@ def common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
 
 
-def run_one(args: argparse.Namespace, stage: str, params: dict) -> int:
+def run_one(args: argparse.Namespace, kind: str, params: dict) -> int:
     """Prepare the study (data, splits, composite maps) and run one job in this process."""
     ov = list(args.overrides) + ([f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else [])
     cfg = load_config(args.config, ov)
@@ -34,7 +34,7 @@ def run_one(args: argparse.Namespace, stage: str, params: dict) -> int:
         from benchmark.errors import ConfigError
 
         raise ConfigError(f"--split: {args.split} is out of range (the study has {len(study.plan.splits)} splits)")
-    if stage == "generator":
+    if kind == "generator":
         params = {**params, "scope": study.scope(args.split)}
     exp = (
         ensure_experiment(uri, cfg.tracking.experiment or cfg.name, study.root / "mlartifacts")
@@ -42,14 +42,14 @@ def run_one(args: argparse.Namespace, stage: str, params: dict) -> int:
         else None
     )
     spec = JobSpec(
-        stage=stage,
-        key=run_name(stage, params),
+        kind=kind,
+        key=run_name(kind, params),
         params=params,
         config=to_dict(cfg),
         tracking_uri=uri if cfg.tracking.enabled else None,
         experiment_id=exp,
         parent_run_id=None,
-        cfg_hash=job_hash(cfg, stage, params),
+        cfg_hash=job_hash(cfg, kind, params),
     )
     summary = execute(spec)
     print(json.dumps(summary, indent=1, default=str))

@@ -76,7 +76,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[StudyConfig, list[str]]:
 
 
 def build_graph(cfg: StudyConfig, gens: list[str], n_splits: int, scope_of) -> list[tuple[str, str, dict, tuple]]:
-    """The study's jobs as (key, stage, params, deps), before skip checks.
+    """The study's jobs as (key, kind, params, deps), before skip checks.
 
     Args:
         cfg: the study config.
@@ -136,8 +136,8 @@ def main(argv: list[str]) -> int:
     graph = build_graph(cfg, gens, len(study.plan.splits), study.scope)
     if args.dry_run:
         counts: dict[str, int] = {}
-        for _, stage, _, _ in graph:
-            counts[stage] = counts.get(stage, 0) + 1
+        for _, kind, _, _ in graph:
+            counts[kind] = counts.get(kind, 0) + 1
         print(f"study {cfg.name}: {len(graph)} jobs " + ", ".join(f"{k}={v}" for k, v in counts.items()))
         for key, _, _, deps in graph:
             print(f"  {key}" + (f"  <- {', '.join(deps)}" if deps else ""))
@@ -148,22 +148,22 @@ def main(argv: list[str]) -> int:
         replay_spool(study.root / "tracking-spool", uri, quiet=True)  # left over from an earlier outage
         parent = J.start_parent_run(uri, exp_id, study, gens)
     nodes, skipped = [], 0
-    for key, stage, params, deps in graph:
+    for key, kind, params, deps in graph:
         spec = JobSpec(
-            stage=stage,
+            kind=kind,
             key=key,
             params=params,
             config=to_dict(cfg),
             tracking_uri=uri if cfg.tracking.enabled else None,
             experiment_id=exp_id,
             parent_run_id=parent.run_id if parent else None,
-            cfg_hash=job_hash(cfg, stage, params),
+            cfg_hash=job_hash(cfg, kind, params),
         )
         if J.already_done(spec, study):
             skipped += 1
-            nodes.append(JobNode(key, stage, None, (), deps))
+            nodes.append(JobNode(key, kind, None, (), deps))
         else:
-            nodes.append(JobNode(key, stage, JobRunner(), (spec,), deps))
+            nodes.append(JobNode(key, kind, JobRunner(), (spec,), deps))
     print(
         f"study {cfg.name}: {len(nodes)} jobs ({skipped} already finished), executor={cfg.cluster.executor}, "
         f"protocol={cfg.splits.protocol}",

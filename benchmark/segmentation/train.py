@@ -177,7 +177,7 @@ def train_arm(
 
 def _tags(arm_data: ArmData, arm: str, split: int | str, seed: int, audit: AuditReport | None) -> dict[str, Any]:
     return {
-        "stage": "segmentation",
+        "kind": "segmentation",
         "arm": arm,
         "generator": arm_data.generator or "",
         "split": split,

@@ -47,12 +47,12 @@ def _log_study(uri: str, exp: str, tmp: Path, *, splits_json: bool = True, drop_
         {"index": s, "train_patients": [], "test_patients": [], "train_cases": [f"t{s}{k}" for k in range(6)],
          "test_cases": CASES[s]} for s in (0, 1)]}  # fmt: skip
     files = {"splits.json": json.dumps(plan)} if splits_json else {}
-    parent = _log(uri, exp, "sweep/toy", {"stage": "sweep"}, files, tmp / "parent")
-    _log(uri, exp, "gen/split0/spade_ldm/seed0", {"stage": "generator"}, {}, tmp, parent)
+    parent = _log(uri, exp, "sweep/toy", {"kind": "sweep"}, files, tmp / "parent")
+    _log(uri, exp, "gen/split0/spade_ldm/seed0", {"kind": "generator"}, {}, tmp, parent)
     # an older finished run of the same job, superseded by the one logged below
-    _log(uri, exp, "seg/split0/seed0/real", {"stage": "segmentation", "split": 0, "seed": 0, "arm": "real"},
+    _log(uri, exp, "seg/split0/seed0/real", {"kind": "segmentation", "split": 0, "seed": 0, "arm": "real"},
          {"per_case.csv": _seg_rows(0, "real", -0.5).to_csv(index=False)}, tmp / "old", parent)  # fmt: skip
-    _log(uri, exp, "seg/split1/seed0/real+pix2pix3d", {"stage": "segmentation"}, {}, tmp, parent, status="FAILED")
+    _log(uri, exp, "seg/split1/seed0/real+pix2pix3d", {"kind": "segmentation"}, {}, tmp, parent, status="FAILED")
     # (no arm tag on that one: the arm then comes from the run name)
     seg, arms = [], []
     for split in (0, 1):
@@ -67,14 +67,14 @@ def _log_study(uri: str, exp: str, tmp: Path, *, splits_json: bool = True, drop_
             else:
                 seg.append(rows)
                 arms.append(record)
-            tags = {"stage": "segmentation", "split": split, "seed": 0, "arm": arm, "generator": rows.generator[0]}
+            tags = {"kind": "segmentation", "split": split, "seed": 0, "arm": arm, "generator": rows.generator[0]}
             _log(uri, exp, name, tags, files, tmp, parent)
     q_case = pd.DataFrame({"case_id": ["t00", "t01"], "metric": ["psnr", "psnr"], "value": [21.5, 23.0],
                            "backbone": ["", ""]})  # fmt: skip
     summary = {"fid": {"value": 12.5, "ci_low": 10.0, "ci_high": 15.0, "n": 6, "backbone": "resnet34_random"},
                "psnr": {"value": 22.25, "ci_low": 21.5, "ci_high": 23.0, "n": 2, "backbone": None}}  # fmt: skip
     _log(uri, exp, "quality/split0/spade_ldm/seed0",
-         {"stage": "quality", "split": 0, "seed": 0, "generator": "spade_ldm", "backbone": "resnet34_random"},
+         {"kind": "quality", "split": 0, "seed": 0, "generator": "spade_ldm", "backbone": "resnet34_random"},
          {"per_case.csv": q_case.to_csv(index=False), "summary.json": json.dumps(summary)}, tmp, parent)  # fmt: skip
     return pd.concat(seg, ignore_index=True), arms, q_case, summary
 

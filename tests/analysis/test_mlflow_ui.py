@@ -69,11 +69,11 @@ def server(tmp_path_factory):
 def _log_study(uri: str, tmp: Path) -> tuple[str, list[str]]:
     """A parent sweep run and one child segmentation run per arm, as ``benchmark.run.job`` logs them."""
     exp = ensure_experiment(uri, "ui_study")
-    parent = MLflowTracker(uri, exp, "sweep/ui_study", {"stage": "sweep", "protocol": "per_split"})
+    parent = MLflowTracker(uri, exp, "sweep/ui_study", {"kind": "sweep", "protocol": "per_split"})
     ids = []
     for name, metrics in RUNS.items():
         arm = name.rsplit("/", 1)[1]
-        tags = {"stage": "segmentation", "job_key": name, "split": 0, "seed": 0, "arm": arm,
+        tags = {"kind": "segmentation", "job_key": name, "split": 0, "seed": 0, "arm": arm,
                 "generator": arm.removeprefix("real").lstrip("+"), "config_hash": "c0ffee"}  # fmt: skip
         run = MLflowTracker(uri, exp, name, tags, parent.run_id)
         run.log_params({"segmentation.steps": 40})

@@ -33,7 +33,7 @@ def run_job(plan: dict, job: dict) -> dict:
     work = Path(plan["work"]) / job["name"]
     work.mkdir(parents=True, exist_ok=True)
     tracker = MLflowTracker(
-        plan["uri"], plan["experiment_id"], job["name"], {"stage": "reliability", "job_key": job["name"]},
+        plan["uri"], plan["experiment_id"], job["name"], {"kind": "reliability", "job_key": job["name"]},
         flush_every=int(job.get("flush_every", 20)), patience=float(job.get("patience", 120)),
         retries=int(job.get("retries", 6)), spool_dir=plan["spool"],
     )  # fmt: skip

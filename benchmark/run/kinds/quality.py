@@ -1,0 +1,72 @@
+"""The image-quality job: every selected metric of one generator's volumes for one split and seed."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.run.kinds.base import JobKind
+from benchmark.study import Study
+from benchmark.tracking.tracker import Tracker
+
+
+def run_quality(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
+    """Image quality of one generator's volumes for one split (paired with the real cases they came from)."""
+    from benchmark.metrics.evaluate import evaluate_generator, load_nifti_dir
+    from benchmark.segmentation.model import load_segmenter
+
+    cfg, gen, split, seed = study.cfg, p["generator"], int(p["split"]), int(p["seed"])
+    arrays = study.arrays
+    scope = study.scope(split)
+    _, maps = study.composite(scope)
+    synthetic = load_nifti_dir(study.samples_dir(gen, split, seed) / "samples")
+    ids = sorted(synthetic)
+    train_ids = study.plan.generator_train_cases(split if scope.startswith("split") else None)
+    seg = load_segmenter(study.seg_dir(split, seed, "real"), cfg.segmentation)
+    metrics_cfg = cfg.metrics
+    if cfg.segmentation.target == "cavity":  # a cavity-only segmenter says nothing about the wall
+        classes = tuple(c for c in metrics_cfg.fidelity_classes if c != "wall")
+        metrics_cfg = dataclasses.replace(metrics_cfg, fidelity_classes=classes)
+    frame, summary = evaluate_generator(
+        {c: arrays[c].image for c in ids},
+        synthetic,
+        {c: maps[c] for c in ids},
+        {c: arrays[c].image for c in train_ids},
+        metrics_cfg,
+        cache_dir=study.root / "cache" / "features",
+        segment_fn=seg.predict,
+        out_dir=out,
+    )
+    metrics = {f"{name}": float(v["value"]) for name, v in summary.items() if _finite(v.get("value"))}
+    tracker.log_metrics(metrics)
+    backbones = sorted({str(v.get("backbone")) for v in summary.values() if v.get("backbone")})
+    tracker.set_tags({"backbone": ",".join(backbones)})
+    for name in ("per_case.csv", "summary.json"):
+        if (out / name).is_file():
+            tracker.log_artifact(out / name)
+    return {"generator": gen, "split": split, "metrics": metrics, "backbone": ",".join(backbones)}
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
+
+
+def run_name(p: dict[str, Any]) -> str:
+    """``quality/split<split>/<generator>/seed<seed>``."""
+    return f"quality/split{p['split']}/{p['generator']}/seed{p['seed']}"
+
+
+KIND = JobKind(
+    name="quality",
+    sections=("data", "preprocess", "composite", "splits", "train", "segmentation", "metrics"),
+    run_name=run_name,
+    out_dir=lambda study, p: study.quality_dir(p["generator"], p["split"], p["seed"]),
+    body=run_quality,
+    tags=lambda study: {"backbone_requested": study.cfg.metrics.backbone},
+)

@@ -1,0 +1,79 @@
+"""The segmentation job: train one arm's U-Net on one split and seed, then evaluate it per case on the test cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmark.run.kinds.base import JobKind
+from benchmark.study import Study
+from benchmark.tracking.tracker import Tracker
+
+
+def arm_folder(p: dict[str, Any]) -> str:
+    """The arm's folder and run-name part: the arm, with ``@r<ratio>`` when the ratio is not 1."""
+    ratio = p.get("ratio", 1.0)
+    return p["arm"] + (f"@r{ratio:g}" if ratio != 1.0 else "")
+
+
+def run_name(p: dict[str, Any]) -> str:
+    """``seg/split<split>/seed<seed>/<arm folder>``."""
+    return f"seg/split{p['split']}/seed{p['seed']}/{arm_folder(p)}"
+
+
+def run_segmentation(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
+    """Train and evaluate one arm of one split; per-case rows go to ``per_case.csv`` and the tracker."""
+    from benchmark.segmentation.arms import audit_arm, build_arm, load_synth_index, parse_arm
+    from benchmark.segmentation.train import train_arm
+
+    cfg, split, seed, arm, ratio = study.cfg, int(p["split"]), int(p["seed"]), p["arm"], float(p["ratio"])
+    s = study.plan.splits[split]
+    arrays = study.arrays
+    _, gen = parse_arm(arm)
+    synth = {}
+    if gen:
+        synth[gen] = load_synth_index(study.samples_dir(gen, split, seed), generator=gen, split=split, seed=seed)
+    real = {c: (arrays[c].image, arrays[c].label) for c in s.train_cases}
+    data = build_arm(
+        arm,
+        s.train_cases,
+        s.test_cases,
+        real,
+        synth,
+        ratio,
+        seed,
+        target=cfg.segmentation.target,
+        augment=cfg.segmentation.augment,
+    )
+    audit = audit_arm(data, s)
+    test = {c: (arrays[c].image, arrays[c].label, study.spacing(c)) for c in s.test_cases}
+    rows = train_arm(
+        data,
+        test,
+        cfg.segmentation,
+        cfg.train,
+        out_dir=out,
+        seed=seed,
+        split=split,
+        arm=arm_folder(p),
+        tracker=tracker,
+        audit=audit,
+        expected_spacing=cfg.data.expected_spacing,
+    )
+    dice = rows[rows.metric == "dice"].value
+    return {
+        "arm": arm,
+        "n_real": data.n_real,
+        "n_synthetic": data.n_synthetic,
+        "n_augmented": data.n_augmented,
+        "mean_dice": float(dice.mean()) if len(dice) else float("nan"),
+    }
+
+
+KIND = JobKind(
+    name="segmentation",
+    sections=("data", "preprocess", "composite", "splits", "train", "segmentation"),
+    run_name=run_name,
+    out_dir=lambda study, p: study.seg_dir(p["split"], p["seed"], arm_folder(p)),
+    body=run_segmentation,
+)
