@@ -387,7 +387,7 @@ def replay_spool(spool_dir: str | Path | None = None, uri: str | None = None, qu
     Returns:
         Counts: ``runs`` replayed completely, ``ops`` sent, ``left`` operations still kept (server away).
     """
-    from benchmark.tracking.tracker import spool as sp
+    from benchmark.tracking import spool as sp
 
     def sender(header: dict[str, Any]):
         client = client_for(header["uri"])

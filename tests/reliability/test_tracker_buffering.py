@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.errors import TrackingError
 from benchmark.tracking.tracker import MLflowTracker, default_uri, ensure_experiment, replay_spool
-from benchmark.tracking.tracker import spool as tracking_spool
+from benchmark.tracking import spool as tracking_spool
 
 
 @pytest.fixture()
