@@ -15,21 +15,23 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss
-from monai.networks.nets import BasicUNet, PatchDiscriminator
+from monai.networks.nets import BasicUNet
 from torch import nn
 
 from benchmark.engine.contract import Stage, StepContext
 from benchmark.errors import ConfigError
+from benchmark.generators.base import Generator, GeneratorConfig
+from benchmark.generators.gan_common import make_adam, patch_discriminator
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 
 
 @dataclass(kw_only=True)
-class Pix2PixConfig:
+class Pix2PixConfig(GeneratorConfig):
     """Settings of ``pix2pix3d`` (YAML section ``generators.pix2pix3d``); defaults are the CPU study's.
 
-    The paper's training settings are the defaults here except ``epochs=400``; ``configs/paper.yaml`` sets
-    them together with full network widths.
+    The paper's training settings are the defaults here except ``epochs=400`` (``GeneratorConfig.epochs``);
+    ``configs/paper.yaml`` sets them together with full network widths.
     """
 
     features: tuple[int, int, int, int, int, int] = (16, 16, 32, 64, 128, 16)  # 5 encoder levels + last decoder
@@ -44,7 +46,6 @@ class Pix2PixConfig:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     steps: int = 300  # optimizer steps (used when ``epochs`` is None)
-    epochs: int | None = None  # passes over the training cases; converted to steps by the training job
 
     @classmethod
     def tiny(cls) -> Pix2PixConfig:
@@ -59,8 +60,8 @@ def _patch_output_size(size: int, cfg: Pix2PixConfig) -> int:
     return size + 2 * ((cfg.d_last_kernel - 1) // 2) - cfg.d_last_kernel + 1
 
 
-class Pix2Pix3D:
-    """The ``pix2pix3d`` generator (a ``benchmark.generators.base.Generator``)."""
+class Pix2Pix3D(Generator):
+    """The ``pix2pix3d`` generator."""
 
     def __init__(self, cfg: Pix2PixConfig, num_classes: int, shape: tuple[int, int, int]):
         if num_classes < 2:
@@ -87,15 +88,9 @@ class Pix2Pix3D:
             dropout=cfg.g_dropout,
             upsample="nontrainable",
         )
-        discriminator = PatchDiscriminator(
-            spatial_dims=3,
-            channels=cfg.d_channels,
-            in_channels=2,
-            out_channels=1,
-            num_layers_d=cfg.d_layers,
-            kernel_size=cfg.d_kernel,
-            norm="BATCH",
-            last_conv_kernel_size=cfg.d_last_kernel,
+        # MONAI's default padding of 1 for the even kernels of the original PatchGAN
+        discriminator = patch_discriminator(
+            2, cfg.d_channels, cfg.d_layers, cfg.d_kernel, "BATCH", padding=1, last_kernel=cfg.d_last_kernel
         )
         self.networks: dict[str, nn.Module] = {GENERATOR: generator, DISCRIMINATOR: discriminator}
         self.adversarial = PatchAdversarialLoss(criterion=cfg.gan_loss)
@@ -104,7 +99,7 @@ class Pix2Pix3D:
         return [Stage("gan", (GENERATOR, DISCRIMINATOR), self.cfg.steps)]
 
     def make_optimizer(self, name: str, params: list[nn.Parameter], total_steps: int) -> tuple[Any, Any]:
-        return torch.optim.Adam(params, lr=self.cfg.lr, betas=tuple(self.cfg.betas)), None
+        return make_adam(params, self.cfg.lr, tuple(self.cfg.betas), total_steps, cosine=False)
 
     def encode_label(self, label: torch.Tensor) -> torch.Tensor:
         """(B,1,X,Y,Z) integer label map -> one float channel in [0, 1]."""

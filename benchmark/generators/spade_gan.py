@@ -14,17 +14,26 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import PatchDiscriminator, SPADENet
+from monai.networks.nets import SPADENet
 from torch import nn
 
 from benchmark.engine.contract import Stage, StepContext
-from benchmark.errors import ConfigError, DataError
+from benchmark.errors import ConfigError
+from benchmark.generators.base import Generator, GeneratorConfig
+from benchmark.generators.gan_common import (
+    check_shape,
+    discriminator_loss,
+    generator_adv_loss,
+    make_adam,
+    one_hot_label,
+    patch_discriminator,
+)
 from benchmark.generators.guidance import device_generator
 from benchmark.generators.perceptual import PerceptualConfig, build_perceptual
 
 
 @dataclass(kw_only=True)
-class SpadeGanConfig:
+class SpadeGanConfig(GeneratorConfig):
     """SPADE-GAN settings (section ``generators.spade_gan``); defaults are small CPU values."""
 
     channels: tuple[int, ...] = (8, 16, 32)  # encoder widths; one SPADE residual block and one 2x step each
@@ -50,8 +59,7 @@ class SpadeGanConfig:
     kl_weight: float = 0.05
     l1_weight: float = 10.0
     perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
-    steps: int = 300
-    epochs: int | None = None  # passes over the training cases, converted to steps by the training job
+    steps: int = 300  # optimizer steps (used when ``epochs`` is None)
 
     def __post_init__(self) -> None:
         if not self.channels:
@@ -63,73 +71,6 @@ class SpadeGanConfig:
     def tiny(cls) -> SpadeGanConfig:
         """A very small network for 16^3-32^3 tests."""
         return cls(channels=(4, 8), z_dim=8, spade_hidden=4, d_channels=4, d_layers=2, steps=2)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Helpers shared with spade_ldm
-
-
-def one_hot_label(label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B,1,X,Y,Z) integer label map -> (B,num_classes,X,Y,Z) float one-hot; values outside 0..num_classes-1 raise.
-
-    Args:
-        label: integer label map.
-        num_classes: the study's number of classes (background, cavity, wall and context clusters).
-
-    Returns:
-        The float32 one-hot map.
-    """
-    if label.ndim != 5 or label.shape[1] != 1:
-        raise DataError("label map", f"expected shape (B, 1, X, Y, Z), got {tuple(label.shape)}")
-    if label.is_floating_point():
-        label = label.round()
-    label = label.long()
-    lo, hi = int(label.min()), int(label.max())
-    if lo < 0 or hi >= num_classes:
-        raise DataError("label map", f"values {lo}..{hi} are outside the configured classes 0..{num_classes - 1}")
-    return F.one_hot(label[:, 0], num_classes).permute(0, 4, 1, 2, 3).float()
-
-
-def check_shape(shape: tuple[int, ...], levels: int, key: str) -> None:
-    """Raise ConfigError unless every axis of ``shape`` is divisible by ``2 ** levels``."""
-    if any(s % (2**levels) for s in shape):
-        raise ConfigError(
-            f"{key}: {levels} downsampling levels need every axis of {tuple(shape)} divisible by {2**levels}"
-        )
-
-
-def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
-    """D loss on raw patch logits: hinge or least squares (targets 1 for real, 0 for fake)."""
-    if kind == "hinge":
-        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-    return 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
-
-
-def generator_adv_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
-    """G's adversarial loss on the discriminator's logits for generated images."""
-    if kind == "hinge":
-        return -fake.mean()
-    return 0.5 * (fake - 1).pow(2).mean()
-
-
-def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float], total_steps: int) -> tuple:
-    """Adam with a cosine learning-rate decay over ``total_steps``."""
-    opt = torch.optim.Adam(params, lr=lr, betas=betas)
-    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
-
-
-def patch_discriminator(in_channels: int, channels: int, layers: int, kernel: int, norm: str) -> PatchDiscriminator:
-    """MONAI's PatchGAN discriminator with an odd kernel, so padding keeps small volumes alive."""
-    return PatchDiscriminator(
-        spatial_dims=3,
-        channels=channels,
-        in_channels=in_channels,
-        num_layers_d=layers,
-        kernel_size=kernel,
-        padding=(kernel - 1) // 2,
-        norm=norm,
-        last_conv_kernel_size=kernel,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -186,8 +127,8 @@ class TwoScaleDiscriminator(nn.Module):
 # The trainable
 
 
-class SpadeGan:
-    """SPADE VAE-GAN trainable (see module docstring). Networks: ``generator`` and ``discriminator``."""
+class SpadeGan(Generator):
+    """SPADE VAE-GAN generator (see module docstring). Networks: ``generator`` and ``discriminator``."""
 
     def __init__(self, cfg: SpadeGanConfig, num_classes: int, shape: tuple[int, int, int]):
         check_shape(shape, len(cfg.channels), "generators.spade_gan.channels")

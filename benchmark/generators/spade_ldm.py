@@ -21,9 +21,8 @@ from torch import nn
 
 from benchmark.engine.contract import Stage, StepContext
 from benchmark.errors import ConfigError
-from benchmark.generators.guidance import device_generator, make_scheduler, null_label_dropout, sample_latents
-from benchmark.generators.perceptual import PerceptualConfig, build_perceptual
-from benchmark.generators.spade_gan import (
+from benchmark.generators.base import Generator, GeneratorConfig
+from benchmark.generators.gan_common import (
     check_shape,
     discriminator_loss,
     generator_adv_loss,
@@ -31,11 +30,16 @@ from benchmark.generators.spade_gan import (
     one_hot_label,
     patch_discriminator,
 )
+from benchmark.generators.guidance import device_generator, make_scheduler, null_label_dropout, sample_latents
+from benchmark.generators.perceptual import PerceptualConfig, build_perceptual
 
 
 @dataclass(kw_only=True)
-class SpadeLdmConfig:
-    """SPADE-LDM settings (section ``generators.spade_ldm``); defaults are small CPU values."""
+class SpadeLdmConfig(GeneratorConfig):
+    """SPADE-LDM settings (section ``generators.spade_ldm``); defaults are small CPU values.
+
+    ``epochs`` (``GeneratorConfig``) replaces both stages' step counts with the same number of passes.
+    """
 
     # autoencoder: len(ae_channels) - 1 downsamplings (paper: four, 8 latent channels)
     ae_channels: tuple[int, ...] = (16, 32, 32)
@@ -74,7 +78,6 @@ class SpadeLdmConfig:
     ddim_steps: int = 50
     seg_weight: float = 0.0  # segmentation-consistency loss; needs set_segmenter(...)
     diffusion_steps: int = 300
-    epochs: int | None = None  # passes over the training cases for each stage (replaces both step counts)
 
     def __post_init__(self) -> None:
         if len(self.unet_attention) != len(self.unet_channels):
@@ -86,6 +89,18 @@ class SpadeLdmConfig:
         for key in ("ae_channels", "unet_channels"):
             if any(c % self.norm_groups for c in getattr(self, key)):
                 raise ConfigError(f"{key}: every width must be a multiple of norm_groups={self.norm_groups}")
+
+    def warmups(self) -> dict[str, int]:
+        """The autoencoder's discriminator and R1 penalty start steps."""
+        return {"adv_warmup": self.adv_warmup, "r1_warmup": self.r1_warmup}
+
+    def samplers(self) -> dict[str, int]:
+        """DDIM with ``ddim_steps`` steps and DDPM with all ``num_train_timesteps``."""
+        return {"ddim": self.ddim_steps, "ddpm": self.num_train_timesteps}
+
+    def default_sampler(self) -> str:
+        """The ``sampler`` field."""
+        return self.sampler
 
     @classmethod
     def tiny(cls) -> SpadeLdmConfig:
@@ -143,8 +158,8 @@ class SpadeAutoencoder(nn.Module):
         return self.net.decode(mu + noise * sigma, seg), mu, sigma
 
 
-class SpadeLdm:
-    """SPADE latent diffusion trainable. Networks: ``autoencoder``, ``discriminator``, ``unet``."""
+class SpadeLdm(Generator):
+    """SPADE latent diffusion generator. Networks: ``autoencoder``, ``discriminator``, ``unet``."""
 
     def __init__(self, cfg: SpadeLdmConfig, num_classes: int, shape: tuple[int, int, int]):
         ae_down, unet_down = len(cfg.ae_channels) - 1, len(cfg.unet_channels) - 1

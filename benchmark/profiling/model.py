@@ -5,8 +5,9 @@ optimizers (``_BareContext``), no engine, no checkpointing, no tracking, a prelo
 
 The model is the one the study trains: ``unet`` is the segmentation U-Net of the ``segmentation`` section, any
 other name a registered generator built from ``generators.<name>`` (or its ``tiny()`` config). Warm-up schedules
-inside a generator (config fields named ``*_warmup``, e.g. the discriminator start of SPADE-LDM's autoencoder)
-are set to 0, so the few timed steps are steady-state steps; the row records this in ``model_overrides``.
+a generator's config declares (``GeneratorConfig.warmups()``, e.g. the discriminator start of SPADE-LDM's
+autoencoder) are set to 0, so the few timed steps are steady-state steps; the row records this in
+``model_overrides``. Sampling is timed for the samplers the config declares (``GeneratorConfig.samplers()``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
-import inspect
 import math
 import platform
 import re
@@ -29,6 +29,7 @@ import torch
 
 from benchmark.config import StudyConfig, read_yaml
 from benchmark.errors import ConfigError
+from benchmark.generators.base import Generator
 
 PEAKS_FILE = Path(__file__).resolve().parents[2] / "configs" / "gpu_peaks.yaml"
 UNET = "unet"
@@ -56,9 +57,7 @@ def build_model(point: Any, cfg: StudyConfig) -> tuple[Any, int, dict[str, Any]]
         raise ConfigError(f"--model {point.model!r}: choose {UNET!r} or a generator: {', '.join(sorted(GENERATORS))}")
     spec = GENERATORS[point.model]
     gcfg = spec.config_cls.tiny() if point.tiny else cfg.generators[point.model]
-    overrides = {
-        f.name: 0 for f in dataclasses.fields(gcfg) if f.name.endswith("_warmup") and getattr(gcfg, f.name) != 0
-    }
+    overrides = {name: 0 for name, steps in gcfg.warmups().items() if steps != 0}
     gcfg = _apply_set(dataclasses.replace(gcfg, **overrides), point.model_set, f"generators.{point.model}")
     n = cfg.composite.num_classes
     return spec.build(gcfg, n, tuple(point.shape)), n, overrides
@@ -231,15 +230,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# the profiling CSV has columns for these samplers only (benchmark.profiling.results.COLUMNS)
+SAMPLER_COLUMNS = ("ddim", "ddpm")
+
+
 def sampling_times(model: Any, batch: dict[str, torch.Tensor], device: torch.device):
-    """Seconds to generate one volume end to end (decoding included): DDIM and DDPM where the model offers them.
+    """Seconds to generate one volume end to end (decoding included), for each sampler the generator declares.
+
+    Args:
+        model: the profiled trainable; only a ``Generator`` is timed.
+        batch: its batch (the first label map is sampled).
+        device: where the networks are.
 
     Returns:
         ``(values, reasons)`` for the ``sample_*`` / ``*_steps`` columns.
     """
-    if not hasattr(model, "sample"):
-        why = "not a generator"
-        return {}, dict.fromkeys(("sample_s", "sample_ddim_s", "sample_ddpm_s", "ddim_steps", "ddpm_steps"), why)
+    columns = ("sample_s", *(f"sample_{k}_s" for k in SAMPLER_COLUMNS), *(f"{k}_steps" for k in SAMPLER_COLUMNS))
+    if not isinstance(model, Generator):
+        return {}, dict.fromkeys(columns, "not a generator")
     label = batch["label"][:1].to(device)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -250,19 +258,22 @@ def sampling_times(model: Any, batch: dict[str, torch.Tensor], device: torch.dev
         _sync(device)
         return time.perf_counter() - t0
 
-    if "sampler" not in inspect.signature(model.sample).parameters:
+    declared = model.cfg.samplers()
+    if not declared:
         timed()  # warm-up
         why = "single-pass generator: no DDPM/DDIM sampler"
-        return {"sample_s": timed()}, dict.fromkeys(("sample_ddim_s", "sample_ddpm_s", "ddim_steps", "ddpm_steps"), why)
-    cfg = getattr(model, "cfg", None)
-    timed(sampler="ddim", steps=2)  # warm-up (allocator, kernel selection)
-    ddim, ddpm = timed(sampler="ddim"), timed(sampler="ddpm")
-    default = ddpm if getattr(cfg, "sampler", "") == "ddpm" else ddim
-    values = {
-        "sample_ddim_s": ddim, "sample_ddpm_s": ddpm, "sample_s": default,
-        "ddim_steps": getattr(cfg, "ddim_steps", math.nan), "ddpm_steps": getattr(cfg, "num_train_timesteps", math.nan),
-    }  # fmt: skip
-    return values, {}
+        return {"sample_s": timed()}, dict.fromkeys(columns[1:], why)
+    default = model.cfg.default_sampler()
+    if default not in declared:
+        raise ConfigError(f"{type(model.cfg).__name__}.default_sampler(): {default!r} is not one of {list(declared)}")
+    timed(sampler=min(declared, key=declared.__getitem__), steps=2)  # warm-up (allocator, kernel selection)
+    values: dict[str, Any] = {}
+    for name in (k for k in declared if k in SAMPLER_COLUMNS):
+        values[f"sample_{name}_s"], values[f"{name}_steps"] = timed(sampler=name), declared[name]
+    key = f"sample_{default}_s"
+    values["sample_s"] = values[key] if key in values else timed(sampler=default)
+    why = {c: "the generator declares no such sampler" for c in columns if c not in values}
+    return values, why
 
 
 def _version(dist: str) -> Any:

@@ -7,7 +7,8 @@ import torch
 from step_context import RecordingContext
 
 from benchmark.errors import ConfigError, DataError
-from benchmark.generators.spade_gan import SpadeGanConfig, build, one_hot_label
+from benchmark.generators.gan_common import one_hot_label
+from benchmark.generators.spade_gan import SpadeGanConfig, build
 
 torch.set_num_threads(1)
 SHAPE = (16, 16, 16)

@@ -34,7 +34,7 @@ def run_generator(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) 
         seed=seed,
         tracker=tracker,
     )
-    tags = generator.tags() if hasattr(generator, "tags") else {}
+    tags = generator.tags()
     tracker.set_tags(tags)  # e.g. perceptual=off when no MedicalNet weights were given
     served = study.scope_splits(scope)
     ids = sorted(set().union(*(study.plan.splits[k].train_cases for k in served)))
