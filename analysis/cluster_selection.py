@@ -9,10 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-# the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from benchmark.run.cli import main_guard  # noqa: E402
+from benchmark.run.cli import main_guard
 
 
 def main(argv):
@@ -29,8 +26,8 @@ def main(argv):
     p.add_argument("--kmax", type=int, default=10)
     p.add_argument("--sample", type=int, default=4000, help="voxels sampled for the scores")
     p.add_argument("--out", default=None, help="output folder (default: <study>/k_selection)")
-    p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, before or after the flags")
+    args = p.parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides + ["tracking.enabled=false"])
     study = prepare_study(cfg)
     ids = study.plan.splits[args.split].train_cases

@@ -10,11 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-# the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from benchmark.errors import DataError  # noqa: E402
-from benchmark.run.cli import main_guard  # noqa: E402
+from benchmark.errors import DataError
+from benchmark.run.cli import main_guard
 
 AXES = (("ranks", "ranks"), ("zero_stage", "ZeRO stage (DeepSpeed)"), ("precision", "precision"))
 METRICS = (("samples_per_s", "samples / s"), ("peak_mem_gib", "peak memory (GiB)"))
@@ -72,7 +69,7 @@ def plot_profile(csvs: list[Path], out: Path) -> list[Path]:
 
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("csv", nargs="+", type=Path, help="profile.csv files written by launchers/profile.py")
+    p.add_argument("csv", nargs="+", type=Path, help="profile.csv files written by launchers/profile_throughput.py")
     p.add_argument("--out", type=Path, default=Path("runs/profile/report"))
     args = p.parse_args(argv)
     for path in plot_profile(args.csv, args.out):

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.atomic import atomic_path
-from benchmark.config import StudyConfig, config_hash, save_config
+from benchmark.config import StudyConfig, config_hash, read_yaml, save_config, to_dict
 from benchmark.data.composite import CompositeModel, composite_maps
 from benchmark.data.manifest import Manifest
 from benchmark.data.splits import SplitPlan, load_splits, make_splits, save_splits
-from benchmark.errors import DataError
+from benchmark.errors import ConfigError, DataError
 
 
 @dataclass
@@ -123,6 +124,9 @@ class Study:
 def prepare_study(cfg: StudyConfig) -> Study:
     """Driver-side preparation: dataset cache, ``splits.json`` (once), composite maps for every scope.
 
+    Nothing in the study folder is touched before the data checks pass and the folder is known to hold a study
+    of the same data (``check_same_data``).
+
     Args:
         cfg: the resolved study config (also written to ``<study>/config.yaml``).
 
@@ -130,10 +134,17 @@ def prepare_study(cfg: StudyConfig) -> Study:
         The ``Study``, with manifest and plan loaded.
     """
     study = Study(cfg)
+    writable_folder(cfg.data.cache_dir, f"data cache (data.cache_dir={cfg.data.cache_dir})")
     manifest = study.manifest  # data checks first: a failed launch leaves the study folder as it was
-    study.root.mkdir(parents=True, exist_ok=True)
+    check_same_data(study, manifest)
+    writable_folder(study.root, f"study folder (output_dir={cfg.output_dir}, name={cfg.name})")
     if cfg.splits.file:
         plan = load_splits(cfg.splits.file, manifest.patients())
+        if plan.dataset_digest and plan.dataset_digest != manifest.digest():
+            raise DataError(
+                cfg.splits.file,
+                f"was drawn from other data (manifest {plan.dataset_digest}; this run's data is {manifest.digest()})",
+            )
         save_splits(plan, study.splits_path)
     elif not study.splits_path.exists():
         save_splits(make_splits(manifest.patients(), cfg.splits, manifest.digest()), study.splits_path)
@@ -145,12 +156,82 @@ def prepare_study(cfg: StudyConfig) -> Study:
             f"for {cfg.splits.n_splits} {cfg.splits.protocol} splits; use another study name "
             "or delete the file",
         )
-    if plan.dataset_digest and plan.dataset_digest != manifest.digest():
-        raise DataError(study.splits_path, "was drawn from different data (manifest digest differs)")
     for scope in sorted({study.scope(s.index) for s in plan.splits}):
         study.composite(scope)
     save_config(cfg, study.root)
     return study
+
+
+def check_same_data(study: Study, manifest: Manifest) -> None:
+    """Fail when the study folder holds a study of other data (another dataset, or changed data or preprocessing).
+
+    ``splits.json`` records the manifest digest of the data it was drawn from (files without one are judged by
+    their case ids). Only reads: the earlier study's results and caches stay as they are.
+
+    Args:
+        study: the study whose folder is checked.
+        manifest: the data this run uses.
+    """
+    if not study.splits_path.is_file():
+        return
+    earlier = load_splits(study.splits_path)  # no case check yet: the cases may be another dataset's
+    digest = manifest.digest()
+    cases = {c for s in earlier.splits for c in s.train_cases + s.test_cases} | set(earlier.pool_cases)
+    if earlier.dataset_digest == digest or (not earlier.dataset_digest and cases <= set(manifest.by_id())):
+        return
+    cfg = study.cfg
+    raise DataError(
+        study.root,
+        f"holds a study of other data: its splits.json was drawn from "
+        f"{_describe_data(_earlier_data(study), earlier.dataset_digest or 'unknown')}, this run's data is "
+        f"{_describe_data(to_dict(cfg.data), digest)}; start a new study with name=<new name> or "
+        f"output_dir=<another folder> (or delete {study.root} to redo this one)",
+    )
+
+
+def _earlier_data(study: Study) -> dict:
+    """The ``data`` section of the config the earlier run wrote into the study folder ({} when unreadable)."""
+    try:
+        data = read_yaml(study.root / "config.yaml").get("data")
+    except ConfigError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _describe_data(data: dict, digest: str) -> str:
+    kind = data.get("kind") or "unknown kind"
+    where = f" at {data['root']}" if data.get("root") else ""
+    return f"{kind} data{where} (manifest digest {digest})"
+
+
+def writable_folder(path: str | Path, what: str) -> Path:
+    """Create a folder (with its parents) and check that a file can be written in it.
+
+    Where the suite first creates an output location, an unusable one (no permission, a read-only or
+    virtual file system, a file in the way) becomes a ``DataError`` naming the folder and the problem.
+
+    Args:
+        path: the folder.
+        what: what the folder is and the setting that chose it, for the message
+            (e.g. ``"study folder (output_dir=runs, name=default)"``).
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            problem = f"{blocker} is a file, not a folder"
+        else:
+            at = f" ({exc.filename})" if exc.filename and Path(exc.filename) != path else ""
+            problem = f"{exc.strerror or exc}{at}"
+        raise DataError(path, f"cannot create or write the {what}: {problem}") from None
+    return path
 
 
 def data_fingerprint(study: Study) -> dict[str, str]:

@@ -14,14 +14,15 @@ COMMON=(--steps 20 --warmup 5 --threads 1 --engine torch,deepspeed --zero 2 --ra
 for model in unet pix2pix3d spade_gan spade_ldm; do
   extra=()
   [[ $model == spade_ldm ]] && extra=(--set r1_gamma=0)
-  "$PY" launchers/profile.py --model "$model" "${COMMON[@]}" "${extra[@]}" --out "$OUT/$model" > "$OUT-$model.json" \
+  "$PY" launchers/profile_throughput.py --model "$model" "${COMMON[@]}" "${extra[@]}" --out "$OUT/$model" \
+    > "$OUT-$model.json" \
     || echo "$model: some configurations failed (see $OUT/$model/profile.csv)"
 done
 # DDIM-50 against DDPM-1000 (configs/default.yaml samples with 25 DDIM steps), and the SPADE-LDM overhead ratios
 # again with 5 alternation rounds
-"$PY" launchers/profile.py --model spade_ldm --steps 2 --warmup 1 --threads 1 --no-reference --no-loader \
+"$PY" launchers/profile_throughput.py --model spade_ldm --steps 2 --warmup 1 --threads 1 --no-reference --no-loader \
   --no-tracking --set r1_gamma=0 ddim_steps=50 --out "${OUT}_sampling" > "${OUT}_sampling.json"
-"$PY" launchers/profile.py --model spade_ldm --steps 20 --warmup 5 --threads 1 --rounds 5 --no-sampling \
+"$PY" launchers/profile_throughput.py --model spade_ldm --steps 20 --warmup 5 --threads 1 --rounds 5 --no-sampling \
   --no-tracking --set r1_gamma=0 --out "${OUT}_ldm_ratio" > "${OUT}_ldm_ratio.json"
 "$PY" benchmarks/unet_flops.py > "$OUT-unet-flops.json"
 "$PY" analysis/profile_report.py "$OUT"/*/profile.csv --out "$OUT/report"

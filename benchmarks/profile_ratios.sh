@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/profile_ratio}
-"$PY" launchers/profile.py --model unet --steps 40 --warmup 5 --threads 1 --rounds 5 --no-sampling --no-tracking \
-  --out "$OUT/unet" > "$OUT-unet.json"
+"$PY" launchers/profile_throughput.py --model unet --steps 40 --warmup 5 --threads 1 --rounds 5 --no-sampling \
+  --no-tracking --out "$OUT/unet" > "$OUT-unet.json"
 for model in pix2pix3d spade_gan spade_ldm; do
-  "$PY" launchers/profile.py --model "$model" --steps 30 --warmup 5 --threads 1 --rounds 5 --no-sampling \
+  "$PY" launchers/profile_throughput.py --model "$model" --steps 30 --warmup 5 --threads 1 --rounds 5 --no-sampling \
     --no-tracking --out "$OUT/$model" > "$OUT-$model.json"
 done

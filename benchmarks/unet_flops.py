@@ -1,8 +1,9 @@
 """FLOPs of one training step of the paper's U-Net: the profiler's counter against a closed-form count.
 
-The counter (``FlopCounterMode``, as used by ``launchers/profile.py``) runs forward + backward on the meta device
-(no memory, no compute); the closed form sums 2 * k^3 * Cin * Cout * voxels per convolution from the layer list
-of MONAI's UNet, x3 for forward + backward (x2 for the layers fed by the image, which get no input gradient).
+The counter (``FlopCounterMode``, as used by ``launchers/profile_throughput.py``) runs forward + backward on the
+meta device (no memory, no compute); the closed form sums 2 * k^3 * Cin * Cout * voxels per convolution from the
+layer list of MONAI's UNet, x3 for forward + backward (x2 for the layers fed by the image, which get no input
+gradient).
 
     .venv/bin/python benchmarks/unet_flops.py                      # 256x256x64, channels 32..512, 2 residual units
     .venv/bin/python benchmarks/unet_flops.py --shape 32 32 16 --channels 8 16 32 64 128 --res-units 1

@@ -2,23 +2,21 @@
 """Image-quality metrics of synthetic volumes against real ones (NIfTI folders paired by file name).
 
 Example: ``python launchers/evaluate_generator.py --real data/real --synthetic runs/x/synthetic
---config configs/default.yaml metrics.backbone=resnet10 metrics.bootstrap=100``
+--config configs/default.yaml metrics.backbone=resnet10 metrics.bootstrap=100`` (``key=value`` overrides may
+come before, between or after the flags).
 """
 
 import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
-# the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from benchmark.config import load_config  # noqa: E402
-from benchmark.metrics.evaluate import evaluate_generator, load_nifti_dir  # noqa: E402
-from benchmark.run.cli import main_guard  # noqa: E402
+from benchmark.config import load_config
+from benchmark.metrics.evaluate import evaluate_generator, load_nifti_dir
+from benchmark.run.cli import main_guard
+from benchmark.study import writable_folder
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -32,7 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cache-dir", help="feature cache (default: <data.cache_dir>/features)")
     p.add_argument("--device", default="cpu")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. metrics.bootstrap=50")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv: list[str]) -> int:
@@ -43,15 +41,18 @@ def main(argv: list[str]) -> int:
         # the frozen real-only segmenter is not wired into this launcher yet
         print("note: mask_fidelity skipped (no segmenter is available to this launcher)", file=sys.stderr)
         cfg = dataclasses.replace(cfg, metrics=tuple(m for m in cfg.metrics if m != "mask_fidelity"))
-    real = load_nifti_dir(args.real)
+    real, synthetic = load_nifti_dir(args.real), load_nifti_dir(args.synthetic)
+    # both folders are checked before the metrics run, not when their results are written
+    out = writable_folder(args.out or args.synthetic, "output folder (--out)")
+    cache = writable_folder(args.cache_dir or f"{study.data.cache_dir}/features", "feature cache (--cache-dir)")
     _, summary = evaluate_generator(
         real,
-        load_nifti_dir(args.synthetic),
+        synthetic,
         load_nifti_dir(args.labels, dtype=np.int64) if args.labels else {},
         load_nifti_dir(args.train_real) if args.train_real else real,
         cfg,
-        cache_dir=args.cache_dir or f"{study.data.cache_dir}/features",
-        out_dir=args.out or args.synthetic,
+        cache_dir=cache,
+        out_dir=out,
         device=args.device,
     )
     short = {k: {f: v.get(f) for f in ("value", "ci_low", "ci_high", "n", "backbone")} for k, v in summary.items()}

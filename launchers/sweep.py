@@ -1,14 +1,10 @@
 #!/usr/bin/env python
-"""Run the whole study: ``python launchers/sweep.py --splits 5`` (see ``benchmark/sweep.py``)."""
+"""Run the whole study: ``python launchers/sweep.py --splits 5`` (see ``benchmark/run/sweep.py``)."""
 
 import sys
-from pathlib import Path
 
-# the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from benchmark.run.cli import main_guard  # noqa: E402
-from benchmark.run.sweep import main  # noqa: E402
+from benchmark.run.cli import main_guard
+from benchmark.run.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main_guard(lambda: main(sys.argv[1:])))

@@ -64,7 +64,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 def start_ui(study: Path, port: int, cwd: Path, log: Path) -> subprocess.Popen:
     """``launchers/mlflow_ui.sh <study> <port>`` with its defaults (no HOST given)."""
-    env = {k: v for k, v in os.environ.items() if k != "HOST"} | SERVER_ENV
+    # PYTHON: the script's mlflow is the one of the environment running the tests, wherever that is installed
+    env = {k: v for k, v in os.environ.items() if k != "HOST"} | SERVER_ENV | {"PYTHON": sys.executable}
     with open(log, "a") as fh:
         return subprocess.Popen(["bash", str(UI_SCRIPT), str(study), str(port)], cwd=cwd, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip

@@ -38,7 +38,7 @@ _DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_AD
 
 @dataclasses.dataclass(kw_only=True)
 class GridOptions:
-    """What ``launchers/profile.py`` asks for (see its ``--help``)."""
+    """What ``launchers/profile_throughput.py`` asks for (see its ``--help``)."""
 
     model: str
     shape: tuple[int, int, int] | None = None  # None: the study's preprocess.shape

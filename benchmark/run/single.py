@@ -15,15 +15,30 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml
 
 
 def common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    """Add the flags every single-job launcher shares, and the ``key=value`` overrides.
+
+    Args:
+        p: the launcher's parser; parse it with ``parse_intermixed_args`` so that overrides may come before,
+            between or after the flags.
+    """
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study YAML (default: configs/default.yaml)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", type=int, default=0)
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    p.add_argument("--tracking-uri", default=None, help="MLflow server, e.g. http://127.0.0.1:5000")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, before or after the flags")
 
 
 def run_one(args: argparse.Namespace, kind: str, params: dict) -> int:
-    """Prepare the study (data, splits, composite maps) and run one job in this process."""
+    """Prepare the study (data, splits, composite maps) and run one job in this process.
+
+    Args:
+        args: the launcher's parsed command line (``common_args`` flags and overrides).
+        kind: the job kind, ``generator`` or ``segmentation``.
+        params: the job's parameters (generator or arm, seed, split, ...).
+
+    Returns:
+        The exit code (0).
+    """
     ov = list(args.overrides) + ([f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else [])
     cfg = load_config(args.config, ov)
     uri = cfg.tracking.uri or default_uri(cfg.study_dir)

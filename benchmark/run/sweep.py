@@ -27,6 +27,11 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The sweep's flags and ``key=value`` overrides, in any order (``--splits 2 name=x --dry-run seeds=[0]``).
+
+    Args:
+        argv: the command line without the program name.
+    """
     p = argparse.ArgumentParser(prog="sweep.py", description=__doc__.splitlines()[0])
     p.add_argument("--splits", type=int, default=None, help="number of repeated patient-wise splits")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study YAML (default: configs/default.yaml)")
@@ -39,12 +44,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tracking-uri", default=None, help="MLflow server, e.g. http://127.0.0.1:5000")
     p.add_argument("--protocol", default=None, help="per_split | disjoint_pool | shared")
     p.add_argument("--dry-run", action="store_true", help="print the job graph and exit")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
-    return p.parse_args(argv)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, before or after the flags")
+    return p.parse_intermixed_args(argv)
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[StudyConfig, list[str]]:
-    """Config file + flags + key=value overrides -> StudyConfig, and the generators to run."""
+    """Config file + flags + key=value overrides -> StudyConfig, and the generators to run.
+
+    Args:
+        args: ``parse_args``' result; flags are applied after the overrides, so a flag wins over ``key=value``.
+    """
     ov = list(args.overrides)
     if args.splits is not None:
         if args.splits < 1:

@@ -2,26 +2,24 @@
 """Throughput profile of the U-Net or a generator: a grid of short training bursts through the engine.
 
 Examples:
-    python launchers/profile.py --model unet --steps 20 --warmup 5
-    python launchers/profile.py --model spade_ldm --shape 256 256 64 --engine torch,deepspeed --zero 0,1,2 \\
-        --precision fp32,bf16 --ranks 1,2 --executor slurm --config configs/paper.yaml
+    python launchers/profile_throughput.py --model unet --steps 20 --warmup 5
+    python launchers/profile_throughput.py --model spade_ldm --shape 256 256 64 --engine torch,deepspeed \\
+        --zero 0,1,2 --precision fp32,bf16 --ranks 1,2 --executor slurm --config configs/paper.yaml
 
 Writes <out>/profile.csv (one row per configuration and training stage) and <out>/summary.json; logs to MLflow
-(experiment "profiling") unless --no-tracking. Trailing key=value pairs override the study config.
+(experiment "profiling") unless --no-tracking. key=value pairs before, between or after the flags override the
+study config; the FIELD=VALUE pairs right after --set (up to the next flag) are model config fields.
 """
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
-# the repo root replaces this folder on the path: launchers/profile.py must not shadow the profile module
-sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-from benchmark.config import parse_overrides  # noqa: E402
-from benchmark.errors import ConfigError  # noqa: E402
-from benchmark.profiling.grid import GridOptions, run_profile  # noqa: E402
-from benchmark.run.cli import main_guard  # noqa: E402
+from benchmark.config import parse_overrides
+from benchmark.errors import ConfigError
+from benchmark.profiling.grid import GridOptions, run_profile
+from benchmark.run.cli import main_guard
+from benchmark.study import writable_folder
 
 
 def _list(kind):
@@ -38,7 +36,7 @@ def _onoff(value):
     return {"on": True, "off": False}[value.strip().lower()]
 
 
-def main(argv):
+def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", required=True, help="unet or a generator name (pix2pix3d, spade_gan, spade_ldm)")
     p.add_argument("--shape", type=int, nargs=3, help="volume X Y Z (default: the config's preprocess.shape)")
@@ -56,7 +54,7 @@ def main(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--tiny", action="store_true", help="tiny() generator configs / a small U-Net")
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="model config fields")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="model fields, up to the next flag")
     p.add_argument("--no-reference", action="store_true", help="skip the bare-loop reference")
     p.add_argument("--no-loader", action="store_true", help="skip the real-data-loader check")
     p.add_argument("--no-sampling", action="store_true", help="skip the sampling times")
@@ -67,8 +65,14 @@ def main(argv):
     p.add_argument("--tracking-uri", help="MLflow URI (default: sqlite in the output folder's parent)")
     p.add_argument("--experiment", default="profiling")
     p.add_argument("--no-tracking", action="store_true")
-    p.add_argument("overrides", nargs="*", help="study config key=value overrides")
-    args = p.parse_args(argv)
+    p.add_argument("overrides", nargs="*", help="study config key=value overrides, before or after the flags")
+    return p.parse_intermixed_args(argv)
+
+
+def main(argv):
+    args = parse_args(argv)
+    if args.out:
+        writable_folder(args.out, "output folder (--out)")  # before any configuration is measured
     model_set = {}
     for item in args.set:
         if "=" not in item:
