@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from study_fixtures import tiny_study_overrides
 
+from benchmark import results
 from benchmark.errors import ConfigError, TrackingError
 from benchmark.run.sweep import main
 
@@ -70,6 +71,20 @@ def test_leakage_free_synthetic_arms(study):
         assert arm["n_real"] == len(split["train_cases"]) and arm["n_synthetic"] == len(split["train_cases"])
 
 
+def test_rows_carry_their_job_and_the_fid_note_is_said_once(study):
+    root = study[0] / "tiny"
+    seg = results.read_per_case(sorted(root.glob("segmentation/split*/seed*/*/per_case.csv")))
+    qual = results.read_per_case(sorted(root.glob("quality/split*/*/seed*/per_case.csv")))
+    assert set(seg.study) == set(qual.study) == {"tiny"}
+    jobs = {(k, g) for k in (0, 1) for g in ("pix2pix3d", "spade_ldm")}
+    assert set(zip(qual.split, qual.generator, strict=True)) == jobs
+    assert set(seg.arm) == {"real", "real+augmented", "real+pix2pix3d", "real+spade_ldm"} and qual.arm.isna().all()
+    sets = results.read_summaries(sorted(root.glob("quality/split*/*/seed*/summary.json")))
+    assert (sets[sets.metric == "fid"].note.str.contains("rank-deficient")).all()
+    # said once in the report (a Notes line), never once per job
+    assert (root / "report.html").read_text().count("rank-deficient") == 1
+
+
 def test_second_run_skips_everything(study, capsys):
     root, args, _, first = study
     _, before = _runs(root, "tiny")
@@ -79,7 +94,7 @@ def test_second_run_skips_everything(study, capsys):
     out = capsys.readouterr().out
     assert "14 jobs (14 already finished)" in out
     _, after = _runs(root, "tiny")
-    assert len(after) == len(before) + 1  # only a new parent run
+    assert len(after) == len(before)  # a re-run that runs nothing adds no run, not even a parent run
     assert again < first / 2
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from benchmark import results
 from benchmark.study import Study, code_version
 
 
@@ -17,8 +17,9 @@ class StudyFrames:
     """Tidy results of a study.
 
     Args:
-        seg: per-case segmentation rows {split, seed, arm, generator, case_id, metric, value, reason}.
-        quality: per-case image-quality rows and distribution-level rows (``case_id`` NaN) with CIs.
+        seg: per-case segmentation rows (``benchmark.results.COLUMNS``).
+        quality: per-case image-quality rows and set-level rows (``case_id`` empty, with ``ci_low``, ``ci_high``,
+            ``n`` and ``note``; ``benchmark.results.SET_COLUMNS``).
         split_sizes: {split, n_train, n_test} (cases), for the corrected resampled t-test.
         arms: arm records (counts of real / synthetic / augmented volumes per arm, from ``arm.json``).
     """
@@ -29,41 +30,17 @@ class StudyFrames:
     arms: pd.DataFrame
 
 
-def _read_csvs(paths: list[Path]) -> pd.DataFrame:
-    frames = [pd.read_csv(p) for p in paths]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def collect_study(study: Study) -> StudyFrames:
     """Collect every finished job's per-case rows and summaries from the study folder."""
     root = study.root
-    seg = _read_csvs(sorted(root.glob("segmentation/split*/seed*/*/per_case.csv")))
-    if not seg.empty and "study" not in seg.columns:
-        seg.insert(0, "study", study.cfg.name)
-    qrows: list[pd.DataFrame] = []
-    for folder in sorted(root.glob("quality/split*/*/seed*")):
-        split, gen, seed = int(folder.parts[-3].removeprefix("split")), folder.parts[-2], int(folder.name[4:])
-        if (folder / "per_case.csv").is_file():
-            q = pd.read_csv(folder / "per_case.csv")
-            qrows.append(q.assign(split=split, seed=seed, generator=gen))
-        if (folder / "summary.json").is_file():
-            summary: dict[str, dict[str, Any]] = json.loads((folder / "summary.json").read_text())
-            qrows.append(
-                pd.DataFrame(
-                    [
-                        {
-                            "split": split,
-                            "seed": seed,
-                            "generator": gen,
-                            "case_id": None,
-                            "metric": name,
-                            **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n", "backbone")},
-                        }
-                        for name, v in summary.items()
-                    ]
-                )
-            )
-    quality = pd.concat(qrows, ignore_index=True) if qrows else pd.DataFrame()
+    seg = results.read_per_case(sorted(root.glob(f"segmentation/split*/seed*/*/{results.ROWS_FILE}")))
+    quality = results.concat(
+        [
+            results.read_per_case(sorted(root.glob(f"quality/split*/*/seed*/{results.ROWS_FILE}"))),
+            results.read_summaries(sorted(root.glob(f"quality/split*/*/seed*/{results.SUMMARY_FILE}"))),
+        ],
+        results.SET_COLUMNS,
+    )
     sizes = pd.DataFrame(
         [{"split": s.index, "n_train": len(s.train_cases), "n_test": len(s.test_cases)} for s in study.plan.splits]
     )

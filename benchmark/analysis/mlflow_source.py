@@ -3,7 +3,9 @@
 A sweep logs one experiment per study: a parent run ``sweep/<study>`` (with ``splits.json``) and a child run per
 job, tagged with ``kind``, ``job_key``, ``split``, ``seed``, ``arm`` and ``generator``. Segmentation runs carry
 ``per_case.csv`` and ``arm.json``; image-quality runs ``per_case.csv`` and ``summary.json``. The frames come
-from those artifacts, never from the logged means, so paired tests see every case.
+from those artifacts, never from the logged means, so paired tests see every case; the rows are read by
+``benchmark.results`` exactly as from a study folder (they carry their study, split, seed, generator and arm;
+nothing is taken from tags).
 
 Re-running a sweep after a config change adds new runs under the same job key; the newest FINISHED run of each
 key is used and the older ones are listed in ``notes``. Runs that did not finish are listed too.
@@ -19,7 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark import results
 from benchmark.analysis.collect import StudyFrames
+from benchmark.analysis.tables import quality_notes
 from benchmark.errors import DataError, TrackingError
 from benchmark.tracking.runs import RunRecord, download_artifact, experiment_runs, run_artifacts
 
@@ -27,7 +31,7 @@ __all__ = ["MlflowStudy", "check_store", "read_study", "read_study_frames", "sel
 
 _PREFIX_KIND = {"seg": "segmentation", "quality": "quality", "gen": "generator", "sweep": "sweep"}
 # Artifacts a finished run of each kind must carry for its rows to be read.
-REQUIRED = {"segmentation": ("per_case.csv",), "quality": ("per_case.csv", "summary.json")}
+REQUIRED = {"segmentation": (results.ROWS_FILE,), "quality": (results.ROWS_FILE, results.SUMMARY_FILE)}
 _LIST_AT_MOST = 20
 
 
@@ -115,24 +119,12 @@ def _read_artifact(uri: str, run: RunRecord, name: str, tmp: Path) -> Path:
     return download_artifact(uri, run.run_id, name, tmp / run.run_id)
 
 
-def _read_csv(uri: str, run: RunRecord, name: str, tmp: Path) -> pd.DataFrame:
+def _artifact_rows(read: Any, uri: str, run: RunRecord, name: str, tmp: Path) -> pd.DataFrame:
+    """A ``benchmark.results`` reader on one artifact of the run; a problem with the file names the run."""
     try:
-        return pd.read_csv(_read_artifact(uri, run, name, tmp))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{name} of {_describe(run)}", f"cannot read as CSV: {exc}") from None
-
-
-def _quality_rows(uri: str, run: RunRecord, tmp: Path) -> list[pd.DataFrame]:
-    t = run.tags
-    split, seed, gen = _int_or_str(t.get("split", "")), _int_or_str(t.get("seed", "")), t.get("generator", "")
-    q = _read_csv(uri, run, "per_case.csv", tmp)
-    summary: dict[str, dict[str, Any]] = json.loads(_read_artifact(uri, run, "summary.json", tmp).read_text())
-    dist = pd.DataFrame([
-        {"split": split, "seed": seed, "generator": gen, "case_id": None, "metric": name,
-         **{k: v.get(k) for k in ("value", "ci_low", "ci_high", "n", "backbone")}}
-        for name, v in summary.items()
-    ])  # fmt: skip
-    return [q.assign(split=split, seed=seed, generator=gen), dist]
+        return read([_read_artifact(uri, run, name, tmp)])
+    except DataError as exc:
+        raise DataError(f"{name} of {_describe(run)}", exc.problem) from None
 
 
 def _arm_record(uri: str, run: RunRecord, artifacts: list[str], tmp: Path) -> dict[str, Any]:
@@ -210,34 +202,28 @@ def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> Mlf
                         + _listing([_describe(r) for r in runs]))  # fmt: skip
     listed, missing = _check_artifacts(uri, used, where, allow_missing, notes)
     skip = {r.run_id for r, _ in missing}
+    runs_read = {k: r for k, r in used.items() if r.run_id not in skip}
     with tempfile.TemporaryDirectory(prefix="lge-mlflow-") as tmpdir:
-        tmp = Path(tmpdir)
-        seg_parts, q_parts, arm_records = [], [], []
-        for key, run in used.items():
-            if run.run_id in skip:
-                continue
-            if kind_of(run) == "segmentation":
-                seg_parts.append(_read_csv(uri, run, "per_case.csv", tmp))
-                arm_records.append(_arm_record(uri, run, listed[key], tmp))
-            else:
-                q_parts.extend(_quality_rows(uri, run, tmp))
-        seg = pd.concat(seg_parts, ignore_index=True) if seg_parts else pd.DataFrame()
-        if not seg.empty and "study" not in seg.columns:
-            seg.insert(0, "study", _study_name(parents, experiment))
-        arms = pd.DataFrame(arm_records)
-        sizes = _split_sizes(uri, parents, seg, arms, tmp, notes)
-    quality = pd.concat(q_parts, ignore_index=True) if q_parts else pd.DataFrame()
-    frames = StudyFrames(seg=seg, quality=quality, split_sizes=sizes, arms=arms)
+        frames = _read_frames(uri, runs_read, listed, parents, Path(tmpdir), notes)
+    notes += quality_notes(frames.quality)
     expected = [r.tags.get("arm") or r.name.rsplit("/", 1)[-1] for r in runs if kind_of(r) == "segmentation"]
     return MlflowStudy(uri=uri, experiment=experiment, experiment_id=exp_id, frames=frames, runs=used,
                        missing=missing, notes=notes, expected_arms=list(dict.fromkeys(expected)))  # fmt: skip
 
 
-def _study_name(parents: list[RunRecord], experiment: str) -> str:
-    for parent in parents:
-        if parent.name.startswith("sweep/"):
-            return parent.name.removeprefix("sweep/")
-    return experiment
+def _read_frames(
+    uri: str, runs: dict[str, RunRecord], listed: dict[str, list[str]], parents: list[RunRecord], tmp: Path, notes: list
+) -> StudyFrames:
+    """The runs' rows, concatenated as they are, their arm records and the split sizes."""
+    seg_keys = [k for k, r in runs.items() if kind_of(r) == "segmentation"]
+    q_keys = [k for k, r in runs.items() if kind_of(r) == "quality"]
+    per_case = {k: _artifact_rows(results.read_per_case, uri, r, results.ROWS_FILE, tmp) for k, r in runs.items()}
+    seg = results.concat(per_case[k] for k in seg_keys)
+    sets = [_artifact_rows(results.read_summaries, uri, runs[k], results.SUMMARY_FILE, tmp) for k in q_keys]
+    quality = results.concat([*(per_case[k] for k in q_keys), *sets], results.SET_COLUMNS)
+    arms = pd.DataFrame([_arm_record(uri, runs[k], listed[k], tmp) for k in seg_keys])
+    sizes = _split_sizes(uri, parents, seg, arms, tmp, notes)
+    return StudyFrames(seg=seg, quality=quality, split_sizes=sizes, arms=arms)
 
 
 def read_study_frames(uri: str, experiment: str, *, allow_missing: bool = False) -> StudyFrames:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,7 +22,14 @@ import pandas as pd  # noqa: E402
 from benchmark.atomic import atomic_path
 from benchmark.errors import DataError  # noqa: E402
 
-__all__ = ["plot_metric_per_arm", "plot_k_selection", "plot_montage", "plot_quality", "plot_training_curves"]
+__all__ = [
+    "plot_metric_per_arm",
+    "plot_k_selection",
+    "plot_montage",
+    "plot_quality",
+    "plot_training_curves",
+    "report_figures",
+]
 
 
 def _save(fig: plt.Figure, stem: str | Path, dpi: int = 120) -> dict[str, Path]:
@@ -167,15 +175,17 @@ def plot_montage(
     slices: Sequence[int] | None = None,
     axis: int = 2,
 ) -> dict[str, Path]:
-    """Real vs each generator's synthetic volume for the same label map, as a grid of slices.
+    """Real vs each generator's synthetic volume for the same label map, as a grid of slices (``benchmark.viz``).
 
-    Rows: (label map,) real, then one per generator; columns: the chosen slices along ``axis``.
+    Rows: real, then one per generator, each with the label map's contours when given; columns: the chosen
+    slices along ``axis``. Every panel shares one grey window (the real volume's 1st-99th percentiles) so that
+    brightness differences show.
 
     Args:
         real: the real volume (X, Y, Z).
         synthetic: ``{generator: volume}``, each the shape of ``real``.
         stem: output path without suffix.
-        label: optional label map shown in the first row.
+        label: optional label map drawn as contours.
         slices: slice indices (default: 3 evenly spaced through the middle of the volume).
         axis: the slicing axis.
 
@@ -185,35 +195,27 @@ def plot_montage(
     Raises:
         DataError: when a volume is not 3-D or its shape differs from ``real``.
     """
+    from benchmark.viz import montage_figure  # the one montage renderer; it imports the data stack
+
     real = np.asarray(real)
-    vols: list[tuple[str, np.ndarray, str]] = [] if label is None else [("label map", np.asarray(label), "tab10")]
-    vols.append(("real", real, "gray"))
-    vols += [(name, np.asarray(v), "gray") for name, v in synthetic.items()]
-    for name, v, _ in vols:
+    vols = [("real", real), *((name, np.asarray(v)) for name, v in synthetic.items())]
+    lab = None if label is None else np.asarray(label)
+    for name, v in vols + ([] if lab is None else [("label map", lab)]):
         if v.ndim != 3 or v.shape != real.shape:
             raise DataError(name, f"volume shape {v.shape} differs from the real volume's {real.shape} (3-D expected)")
     depth = real.shape[axis]
     idx = list(slices) if slices is not None else [int(round(f * (depth - 1))) for f in (0.3, 0.5, 0.7)]
-    # One grey window for every row (the real volume's 1st-99th percentile) so brightness differences show.
     lo, hi = (float(q) for q in np.percentile(real, [1, 99]))
-    labels_cmap = plt.get_cmap("tab10").with_extremes(bad="black")
-    fig, axes = plt.subplots(len(vols), len(idx), figsize=(1.8 * len(idx), 1.8 * len(vols)), squeeze=False)
-    for r, (name, v, cmap) in enumerate(vols):
-        for c, k in enumerate(idx):
-            ax = axes[r][c]
-            img = np.take(v, k, axis=axis).T
-            if cmap == "tab10":
-                img = np.ma.masked_equal(img, 0)
-                ax.imshow(img, cmap=labels_cmap, vmin=0, vmax=9, interpolation="nearest", origin="lower")
-            else:
-                ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-            if r == 0:
-                ax.set_title(f"slice {k}", fontsize=8)
-    fig.tight_layout()
+    labels = [[lab] * len(idx)] * len(vols)
+    fig = montage_figure(
+        [(name, [v] * len(idx)) for name, v in vols],
+        labels,
+        titles=[f"slice {k}" for k in idx],
+        axes=[axis] * len(vols),
+        panel_inches=1.8,
+        slices=idx,
+        window=(lo, hi),
+    )
     return _save(fig, stem)
 
 
@@ -270,3 +272,50 @@ def plot_k_selection(scores: pd.DataFrame, stem: str | Path, *, chosen_k: int | 
     ax.set_title("context-cluster selection", fontsize=9)
     fig.tight_layout()
     return _save(fig, stem)
+
+
+def _figure(fn: Any, notes: list[str], title: str, *args: Any, **kwargs: Any) -> Path | None:
+    """Draw one figure; a data problem becomes a note instead of stopping the report."""
+    try:
+        return fn(*args, **kwargs)["png"]
+    except DataError as exc:
+        notes.append(f"Figure '{title}' not drawn: {exc}")
+        return None
+
+
+def report_figures(
+    files: Path,
+    seg_rows: pd.DataFrame | None,
+    quality_rows: pd.DataFrame | None,
+    *,
+    curves: pd.DataFrame | None,
+    k_scores: pd.DataFrame | None,
+    notes: list[str],
+) -> dict[str, Path | None]:
+    """The figures of the study report, drawn into its files folder.
+
+    Args:
+        files: the report's files folder.
+        seg_rows: per-case segmentation rows (Dice per arm).
+        quality_rows: image-quality rows; the set-level ones (``case_id`` empty) give the FID / KID panel.
+        curves: optional training curves.
+        k_scores: optional cluster-selection scores.
+        notes: receives one line per figure that could not be drawn, saying why.
+
+    Returns:
+        ``{title: png path}``, None for a figure not drawn.
+    """
+    sets = quality_rows
+    if quality_rows is not None and "case_id" in quality_rows.columns:
+        sets = quality_rows[quality_rows["case_id"].isna()]
+    drawn = {
+        "Dice per arm (boxes: cases; lines: split means)": _figure(
+            plot_metric_per_arm, notes, "Dice per arm", seg_rows, files / "dice_per_arm", metric="dice"
+        ),
+        "FID / KID per generator with CIs": _figure(plot_quality, notes, "FID / KID", sets, files / "fid_kid"),
+    }
+    if curves is not None:
+        drawn["Training curves"] = _figure(plot_training_curves, notes, "curves", curves, files / "curves")
+    if k_scores is not None:
+        drawn["Context-cluster selection"] = _figure(plot_k_selection, notes, "k", k_scores, files / "k")
+    return drawn

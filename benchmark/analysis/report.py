@@ -19,9 +19,8 @@ import yaml
 
 from benchmark.analysis import plots
 from benchmark.analysis.significance import significance_table
-from benchmark.analysis.tables import format_frame, quality_table, segmentation_table, write_table
+from benchmark.analysis.tables import format_frame, quality_notes, quality_table, segmentation_table, write_table
 from benchmark.atomic import write_text_atomic
-from benchmark.errors import DataError
 
 __all__ = ["LEAKY_PROTOCOLS", "build_report", "config_digest", "write_report"]
 
@@ -304,15 +303,6 @@ def write_report(
     return write_text_atomic(out_path, page)
 
 
-def _figure(fn: Any, notes: list[str], title: str, *args: Any, **kwargs: Any) -> Path | None:
-    """Draw one figure; a data problem becomes a note instead of stopping the report."""
-    try:
-        return fn(*args, **kwargs)["png"]
-    except DataError as exc:
-        notes.append(f"Figure '{title}' not drawn: {exc}")
-        return None
-
-
 def build_report(
     out_path: str | Path,
     *,
@@ -338,19 +328,15 @@ def build_report(
 
     Args:
         out_path: the ``.html`` report to write.
-        seg_rows: per-case segmentation rows (see :func:`benchmark.analysis.significance.significance_table`).
-        quality_rows: image-quality rows (per-case and/or distribution-level).
+        seg_rows: per-case segmentation rows (``benchmark.results.COLUMNS``).
+        quality_rows: image-quality rows (per-case and/or set-level).
         split_sizes: train/test sizes per split, for the corrected t-test.
-        config_text: the exact resolved config (YAML).
-        manifest_digest: sha256 of the data manifest.
-        code_version: version / revision of the code.
-        curves: optional training curves ``run, step, metric, value``.
-        k_scores: optional cluster-selection scores ``k, silhouette, davies_bouldin``.
-        alpha: significance level of the verdicts.
-        baseline: the reference arm.
-        min_pairs: fewest paired cases per split for the tests.
-        arms: arms the study configured (so arms without results are listed).
-        notes: extra lines for the report.
+        config_text, manifest_digest, code_version: provenance (resolved YAML, data manifest sha256, code version).
+        curves, k_scores: optional training curves ``run, step, metric, value`` and cluster-selection scores
+            ``k, silhouette, davies_bouldin``.
+        alpha, baseline, min_pairs, arms: the tests' level, reference arm, fewest paired cases per split, and the
+            arms the study configured (so arms without results are listed).
+        notes: extra lines for the report (notes on set-level metrics, e.g. FID's, are added as one line).
         figures: extra ``{title: png path}`` drawn by the caller (e.g. the real-vs-synthetic montage).
 
     Returns:
@@ -358,33 +344,11 @@ def build_report(
     """
     out_path = Path(out_path)
     files = out_path.with_name(out_path.stem + "_files")
-    notes = list(notes)
-    sig = {
-        m: significance_table(
-            seg_rows, split_sizes, alpha=alpha, metric=m, baseline=baseline, min_pairs=min_pairs, arms=arms
-        )
-        for m in ("dice", "hd95")
-    }
-    significance = pd.concat(sig.values(), ignore_index=True)
+    notes = list(dict.fromkeys([*notes, *quality_notes(quality_rows)]))
+    significance = _significance(seg_rows, split_sizes, alpha=alpha, baseline=baseline, min_pairs=min_pairs, arms=arms)
     quality = quality_table(quality_rows)
-    write_table(significance, files / "significance")
-    write_table(quality, files / "image_quality")
-    write_table(segmentation_table(seg_rows), files / "segmentation")
-    distribution = quality_rows
-    if quality_rows is not None and "case_id" in quality_rows.columns:
-        distribution = quality_rows[quality_rows["case_id"].isna()]
-    drawn = {
-        "Dice per arm (boxes: cases; lines: split means)": _figure(
-            plots.plot_metric_per_arm, notes, "Dice per arm", seg_rows, files / "dice_per_arm", metric="dice"
-        ),
-        "FID / KID per generator with CIs": _figure(
-            plots.plot_quality, notes, "FID / KID", distribution, files / "fid_kid"
-        ),
-    }
-    if curves is not None:
-        drawn["Training curves"] = _figure(plots.plot_training_curves, notes, "curves", curves, files / "curves")
-    if k_scores is not None:
-        drawn["Context-cluster selection"] = _figure(plots.plot_k_selection, notes, "k", k_scores, files / "k")
+    _write_tables(files, significance, quality, seg_rows)
+    drawn = plots.report_figures(files, seg_rows, quality_rows, curves=curves, k_scores=k_scores, notes=notes)
     drawn.update(figures or {})
     return write_report(
         out_path,
@@ -397,3 +361,16 @@ def build_report(
         figures=drawn,
         notes=notes,
     )
+
+
+def _significance(seg_rows: pd.DataFrame | None, split_sizes: Any, **options: Any) -> pd.DataFrame:
+    """Dice and HD95 of every arm against the baseline, one table (``significance_table`` per metric)."""
+    tables = [significance_table(seg_rows, split_sizes, metric=m, **options) for m in ("dice", "hd95")]
+    return pd.concat(tables, ignore_index=True)
+
+
+def _write_tables(files: Path, significance: pd.DataFrame, quality: pd.DataFrame, seg_rows: pd.DataFrame | None):
+    """The report's tables as CSV, Markdown and LaTeX in its files folder."""
+    write_table(significance, files / "significance")
+    write_table(quality, files / "image_quality")
+    write_table(segmentation_table(seg_rows), files / "segmentation")

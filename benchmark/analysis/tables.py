@@ -20,6 +20,7 @@ from benchmark.errors import DataError
 __all__ = [
     "format_frame",
     "read_rows",
+    "quality_notes",
     "quality_table",
     "segmentation_table",
     "to_latex",
@@ -106,6 +107,27 @@ def quality_table(
             [gen, metric, backbone, ci.estimate, sd, ci.low, ci.high, int(finite.size), int(v.size - finite.size)]
         )
     return pd.DataFrame(out, columns=cols)
+
+
+def quality_notes(quality_rows: pd.DataFrame | None) -> list[str]:
+    """The notes that set-level image-quality rows carry (e.g. an FID from rank-deficient covariances), as one line.
+
+    Args:
+        quality_rows: image-quality rows; set-level rows (``case_id`` empty) may have a ``note``.
+
+    Returns:
+        ``[]`` when no row has a note, else one line naming each noted metric, in how many of its runs, and its
+        distinct notes.
+    """
+    if quality_rows is None or len(quality_rows) == 0 or "note" not in quality_rows.columns:
+        return []
+    sets = quality_rows[quality_rows["case_id"].isna()] if "case_id" in quality_rows.columns else quality_rows
+    noted = sets[sets["note"].fillna("").astype(str) != ""]
+    parts = []
+    for metric, grp in noted.groupby("metric", sort=True):
+        distinct = "; ".join(dict.fromkeys(grp["note"].astype(str)))
+        parts.append(f"{metric} in {len(grp)} of {int((sets['metric'] == metric).sum())} run(s): {distinct}")
+    return ["Image quality: " + " | ".join(parts)] if parts else []
 
 
 def segmentation_table(seg_rows: pd.DataFrame | None, *, metrics: Sequence[str] = ("dice", "hd95")) -> pd.DataFrame:

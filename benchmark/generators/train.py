@@ -14,18 +14,17 @@ import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from benchmark.atomic import write_text_atomic
 from benchmark.config import TrainConfig
-from benchmark.data.io import save_nifti, save_png
+from benchmark.data.io import save_nifti
 from benchmark.engine.loop import BatchFn, FitResult, fit
 from benchmark.errors import ConfigError, DataError
 from benchmark.generators import get_generator_spec
-from benchmark.generators.base import Generator
+from benchmark.generators.base import Generator, GeneratorConfig
 from benchmark.tracking.tracker import Tracker
 
 
@@ -71,10 +70,10 @@ def make_batch_fn(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], ba
     return batch_fn
 
 
-def _stage_steps(model: Generator, gen_cfg: Any, n_cases: int, train: TrainConfig, steps: int | None):
+def _stage_steps(model: Generator, gen_cfg: GeneratorConfig, n_cases: int, train: TrainConfig, steps: int | None):
     if steps is not None:
         return {s.name: steps for s in model.stages()}
-    epochs = getattr(gen_cfg, "epochs", None)
+    epochs = gen_cfg.epochs
     if epochs is None:
         return None
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -84,7 +83,7 @@ def _stage_steps(model: Generator, gen_cfg: Any, n_cases: int, train: TrainConfi
 
 def train_generator(
     name: str,
-    gen_cfg: Any,
+    gen_cfg: GeneratorConfig | None,
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     *,
@@ -131,29 +130,16 @@ def train_generator(
 
 
 def _montage(rows: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]], path: Path) -> Path:
-    import matplotlib
+    """One column per case: its real volume (when given), the synthetic one, and the synthetic one with the
+    label map's contours, all through the label's centroid (``benchmark.viz``, the one montage renderer)."""
+    from benchmark.viz import save_montage
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = 3 if any(r[2] is not None for r in rows) else 2
-    fig, axes = plt.subplots(len(rows), cols, figsize=(3 * cols, 3 * len(rows)), squeeze=False)
-    for r, (case_id, label, real, synth) in enumerate(rows):
-        z = label.shape[2] // 2
-        panels = [("label", label[:, :, z], "tab10"), ("real", None if real is None else real[:, :, z], "gray")]
-        panels.append(("synthetic", synth[:, :, z], "gray"))
-        panels = [p for p in panels if p[1] is not None] if cols == 2 else panels
-        for c, (title, img, cmap) in enumerate(panels):
-            ax = axes[r, c]
-            ax.axis("off")
-            if img is not None:
-                ax.imshow(np.rot90(img), cmap=cmap, interpolation="nearest")
-            ax.set_title(f"{case_id}: {title}", fontsize=8)
-    fig.tight_layout()
-    try:
-        return save_png(path, fig)
-    finally:
-        plt.close(fig)
+    reals = [real for _, _, real, _ in rows]
+    synths = [synth for *_, synth in rows]
+    grid = [("real", reals)] if any(r is not None for r in reals) else []
+    grid += [("synthetic", synths), ("synthetic + label", synths)]
+    labels = [[None] * len(rows)] * (len(grid) - 1) + [[label for _, label, _, _ in rows]]
+    return save_montage(path, grid, labels=labels, titles=[case_id for case_id, *_ in rows])
 
 
 def sample_to_disk(

@@ -19,7 +19,8 @@ SegmentFn = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class MetricOutput:
-    """Per-case rows (case_id, metric, value, backbone) and distribution-level summary entries."""
+    """Per-case rows (case_id, metric, value, optional backbone; the job adds the other columns of
+    ``benchmark.results.COLUMNS``) and set-level summary entries."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -95,29 +95,40 @@ def _trace_sqrt_product_sqrtm(s1: np.ndarray, s2: np.ndarray, eps: float) -> flo
     return float(tr)
 
 
-def frechet_distance(
-    x: np.ndarray, y: np.ndarray, *, method: str = "sqrtm", eps: float = 1e-6, warn: bool = True
-) -> float:
+def rank_deficiency_note(n: int, dim: int) -> str:
+    """The caveat of an FID from fewer samples than feature dimensions ("" when there are enough samples).
+
+    Args:
+        n: samples in the smaller of the two sets.
+        dim: feature dimensions.
+
+    Returns:
+        A sentence for the FID's summary entry (the report says it once per study), or "".
+    """
+    if n >= dim:
+        return ""
+    return (
+        f"FID from {n} samples of {dim}-dimensional features: the covariances are rank-deficient and the value "
+        "depends on the sample size; compare values at equal n (fid_at_n)"
+    )
+
+
+def frechet_distance(x: np.ndarray, y: np.ndarray, *, method: str = "sqrtm", eps: float = 1e-6) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (FID on backbone features).
+
+    With fewer samples than feature dimensions the covariances are rank-deficient and the value depends on the
+    sample size (see :func:`rank_deficiency_note`, recorded on the FID's summary entry).
 
     Args:
         x: (N, F) real features.
         y: (M, F) synthetic features.
         method: ``"sqrtm"`` (scipy matrix square root) or ``"svd"`` (exact nuclear-norm identity).
         eps: diagonal offset for near-singular covariances (sqrtm only).
-        warn: warn when a set has fewer samples than feature dimensions (rank-deficient covariance).
 
     Returns:
         The distance (>= 0 up to rounding).
     """
     x, y = check_features(x, y)
-    n, d = min(len(x), len(y)), x.shape[1]
-    if warn and n < d:
-        warnings.warn(
-            f"FID from {n} samples of {d}-dimensional features: the covariances are rank-deficient and the value "
-            "depends on the sample size; compare values at equal n (fid_at_n)",
-            stacklevel=2,
-        )
     diff = x.mean(0) - y.mean(0)
     if method == "svd":
         tr_cross = _trace_sqrt_product_svd(x, y)
@@ -249,15 +260,18 @@ def _fixed_n_entry(ctx: EvalContext, stat: Stat, x: np.ndarray, y: np.ndarray, n
 
 
 def fid_metric(ctx: EvalContext) -> MetricOutput:
-    """FID with a bootstrap CI, plus ``fid_at_n`` (mean over subsamples of ``fixed_n`` cases)."""
+    """FID with a bootstrap CI (and a ``note`` when the covariances are rank-deficient), plus ``fid_at_n``."""
     x, y = _features(ctx)
     value = frechet_distance(x, y, method=ctx.cfg.fid_method)
 
     def stat(a: np.ndarray, b: np.ndarray) -> float:
-        return frechet_distance(a, b, method="svd", warn=False)
+        return frechet_distance(a, b, method="svd")
 
     ci = bootstrap_ci(stat, x, y, n_boot=ctx.cfg.bootstrap, rng=ctx.rng("fid"))
-    out = MetricOutput(summary={"fid": entry(value, ci, n=min(len(x), len(y)), backbone=ctx.backbone)})
+    n = min(len(x), len(y))
+    note = rank_deficiency_note(n, x.shape[1])
+    fid = entry(value, ci, n=n, backbone=ctx.backbone, **({"note": note} if note else {}))
+    out = MetricOutput(summary={"fid": fid})
     if ctx.cfg.fixed_n:
         out.summary["fid_at_n"] = _fixed_n_entry(ctx, stat, x, y, "fid_at_n")
     return out

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchmark.atomic import is_temp, write_text_atomic
+from benchmark import results
+from benchmark.atomic import is_temp
 from benchmark.config import MetricsConfig
 from benchmark.data.io import load_volume
 from benchmark.errors import ConfigError, DataError
 from benchmark.metrics import METRICS
 from benchmark.metrics.context import EvalContext, SegmentFn
 
-COLUMNS = ["case_id", "metric", "value", "backbone"]
+METRIC_FIELDS = ["case_id", "metric", "value", "backbone"]  # what a metric's rows hold; the job adds the rest
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -32,6 +32,7 @@ def evaluate_generator(
     segment_fn: SegmentFn | None = None,
     out_dir: str | Path | None = None,
     device: str = "cpu",
+    job: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Compute the metrics named in ``cfg.metrics``.
 
@@ -44,12 +45,14 @@ def evaluate_generator(
         cfg: the metrics section.
         cache_dir: feature cache folder (None: no cache).
         segment_fn: frozen real-only segmenter, volume -> label map; required by ``mask_fidelity``.
-        out_dir: when given, ``per_case.csv`` and ``summary.json`` are written there (atomically).
+        out_dir: when given, ``per_case.csv`` and ``summary.json`` are written there (``benchmark.results``).
         device: where the feature network runs.
+        job: ``study``, ``split``, ``seed`` and ``generator`` recorded in every row and in the summary
+            (default: all empty, for volumes of no study).
 
     Returns:
-        Per-case rows (columns case_id, metric, value, backbone) and the summary: metric name ->
-        {value, ci_low, ci_high, n, backbone, ...}.
+        Per-case rows (``benchmark.results.COLUMNS``; ``arm`` and ``reason`` empty) and the summary: metric
+        name -> {value, ci_low, ci_high, n, backbone, ...}.
     """
     unknown = [m for m in cfg.metrics if m not in METRICS]
     if unknown:
@@ -72,32 +75,12 @@ def evaluate_generator(
         out = METRICS[name](ctx)
         rows += out.rows
         summary.update(out.summary)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    job = {"study": "", "split": "", "seed": "", "generator": "", **(job or {})}
+    frame = results.conform(pd.DataFrame(rows, columns=METRIC_FIELDS).assign(**job, arm="", reason=""))
     if out_dir is not None:
-        write_results(frame, summary, out_dir)
+        results.write_per_case(frame, out_dir)
+        results.write_summary(summary, out_dir, job)
     return frame, summary
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None  # strict JSON has no inf/NaN
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def write_results(frame: pd.DataFrame, summary: dict[str, dict[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``per_case.csv`` and ``summary.json`` into ``out_dir`` (each written to a temp name, then renamed)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "per_case.csv", out / "summary.json"
-    write_text_atomic(csv_path, frame.to_csv(index=False))
-    write_text_atomic(json_path, json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
-    return csv_path, json_path
 
 
 def case_id_of(path: Path) -> str:

@@ -1,6 +1,6 @@
 """Per-case evaluation of a segmenter: Dice, HD95 (mm) and symmetric ASSD (mm), with MONAI metrics.
 
-Rows are ``{split, seed, arm, generator, case_id, metric, value, reason}``. Metric names are ``dice``,
+Rows follow the one per-case schema (``benchmark.results.COLUMNS``), ``backbone`` empty. Metric names are ``dice``,
 ``hd95`` and ``assd`` for the LA cavity (the paper's task) and ``dice_wall``, ``hd95_wall``, ``assd_wall`` for
 the wall when the target is ``cavity_wall``. Surface distances are undefined when the ground truth or the
 prediction is empty: they are recorded as NaN with the reason, never as 0.
@@ -18,9 +18,9 @@ import torch
 from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 
 from benchmark.errors import DataError
+from benchmark.results import COLUMNS
 from benchmark.segmentation.model import TARGET_CLASSES, make_target
 
-COLUMNS = ["split", "seed", "arm", "generator", "case_id", "metric", "value", "reason"]
 STRUCTURES = {1: "", 2: "_wall"}  # class index -> metric-name suffix
 IDENTITY = (1.0, 1.0, 1.0)
 
@@ -117,6 +117,7 @@ def evaluate_cases(
     test: Mapping[str, tuple],
     *,
     target: str = "cavity",
+    study: str = "",
     split: int | str = 0,
     seed: int = 0,
     arm: str = "",
@@ -130,13 +131,13 @@ def evaluate_cases(
         predictions: case id -> (X, Y, Z) predicted labels.
         test: case id -> ``(image, label, spacing)``; the label is the expert map (0/1/2), turned into ``target``.
         target: ``"cavity"`` or ``"cavity_wall"``.
-        split, seed, arm, generator: recorded in every row.
+        study, split, seed, arm, generator: recorded in every row (``study`` empty: rows of no study).
         expected_spacing: the dataset's known voxel size; identity spacing on such a dataset is warned about
             (reason recorded on the distance rows) or refused, following ``spacing_policy``.
         spacing_policy: ``"warn"`` or ``"refuse"``.
 
     Returns:
-        A DataFrame with ``COLUMNS``, one row per case and metric, in case-id order.
+        A DataFrame with ``benchmark.results.COLUMNS``, one row per case and metric, in case-id order.
     """
     num_classes = TARGET_CLASSES[target]
     missing = sorted(set(test) - set(predictions))
@@ -150,8 +151,8 @@ def evaluate_cases(
         for metric, value, reason in case_metrics(np.asarray(predictions[case_id]), gt, spacing, num_classes):
             if note and not metric.startswith("dice") and not math.isnan(value):
                 reason = note
-            rows.append([split, seed, arm, generator or "", case_id, metric, value, reason])
-    return pd.DataFrame(rows, columns=COLUMNS)
+            rows.append([study, split, seed, generator or "", arm, case_id, metric, value, reason, ""])
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def summarize(rows: pd.DataFrame) -> dict[str, float]:

@@ -1,9 +1,9 @@
 """The body of one segmentation job: train the U-Net on one arm with the engine, evaluate the split's test cases.
 
-Outputs in ``out_dir``: ``checkpoints/`` (the engine's), ``per_case.csv`` (one row per test case and metric) and
-``arm.json`` (counts of real/synthetic/augmented volumes, provenance, class weights, timing) and
-``segmenter.pt`` (the trained weights, for ``load_segmenter``), all written atomically so a killed job never
-leaves a half-written result.
+Outputs in ``out_dir``: ``checkpoints/`` (the engine's), ``per_case.csv`` (one row per test case and metric,
+written by ``benchmark.results``), ``arm.json`` (counts of real/synthetic/augmented volumes, provenance, class
+weights, timing) and ``segmenter.pt`` (the trained weights, for ``load_segmenter``), all written atomically so a
+killed job never leaves a half-written result.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmark import results
 from benchmark.atomic import write_text_atomic
 from benchmark.config import SegmentationConfig, TrainConfig, to_dict
 from benchmark.errors import ConfigError, DataError
@@ -73,6 +75,7 @@ def train_arm(
     out_dir: str | Path,
     seed: int,
     split: int | str,
+    study: str = "",
     arm: str | None = None,
     tracker: Tracker | None = None,
     audit: AuditReport | None = None,
@@ -86,30 +89,60 @@ def train_arm(
     Args:
         arm_data: the arm (from ``build_arm``; audit it first with ``audit_arm``).
         test: case id -> ``(image, label, spacing)`` of the split's test cases.
-        seg_cfg: the ``segmentation`` section (network, loss, steps, augmentations, target).
-        train_cfg: the ``train`` section (engine, checkpointing, logging).
-        out_dir: the job folder (checkpoints, ``per_case.csv``, ``arm.json``).
+        seg_cfg, train_cfg: the ``segmentation`` and ``train`` sections.
+        out_dir: the job folder (checkpoints, ``per_case.csv``, ``arm.json``, ``segmenter.pt``).
         seed: seeds the network's initialisation and, through the engine, every batch.
-        split: split index, recorded in every row.
+        split, study: recorded in every row (``study`` empty: rows of no study).
         arm: arm name in the rows (default ``arm_data.arm``).
         tracker: where tags, means and artifacts go (default: nothing).
         audit: the arm's ``AuditReport``; its leaky flag is recorded.
         device: training/inference device (default: the engine's choice).
-        expected_spacing / spacing_policy: identity-spacing check of the test cases (see ``check_spacing``).
+        expected_spacing, spacing_policy: identity-spacing check of the test cases (see ``check_spacing``).
         resume: continue from the latest checkpoint in ``out_dir/checkpoints``.
 
     Returns:
-        The per-case rows (``benchmark.segmentation.evaluate.COLUMNS``).
+        The per-case rows (``benchmark.results.COLUMNS``).
     """
-    from benchmark.engine.loop import fit  # the engine pulls in the distributed stack; import it only for training
-
     if seg_cfg.target != arm_data.target:
         raise ConfigError(f"segmentation.target: {seg_cfg.target!r} but the arm was built for {arm_data.target!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    arm = arm or arm_data.arm
-    tracker = tracker or NullTracker()
+    arm, tracker = arm or arm_data.arm, tracker or NullTracker()
     tracker.set_tags(_tags(arm_data, arm, split, seed, audit))
+    fitted = _fit_arm(arm_data, seg_cfg, train_cfg, out_dir, seed, tracker, device=device, resume=resume)
+    keys = {"study": study, "split": split, "seed": seed, "arm": arm, "generator": arm_data.generator}
+    rows, eval_s = _evaluate_arm(fitted.model, test, seg_cfg.target, keys, expected_spacing, spacing_policy)
+    record = _arm_record(arm_data, fitted, seg_cfg, keys, audit, summarize(rows), eval_s)
+    _write_arm(out_dir, rows, record, tracker, arm_data, fitted.train_seconds)
+    return rows
+
+
+@dataclass
+class _Fitted:
+    """A trained segmenter and what its training left to record."""
+
+    model: Segmenter
+    class_weights: list[float]
+    steps: int
+    final_losses: dict[str, float]
+    train_seconds: float
+    weights_file: str
+
+
+def _fit_arm(
+    arm_data: ArmData,
+    seg_cfg: SegmentationConfig,
+    train_cfg: TrainConfig,
+    out_dir: Path,
+    seed: int,
+    tracker: Tracker,
+    *,
+    device: torch.device | None,
+    resume: bool,
+) -> _Fitted:
+    """Build the U-Net with the arm's class weights, train it with the engine and save its weights."""
+    from benchmark.engine.loop import fit  # the engine pulls in the distributed stack; import it only for training
+
     weights = class_weights(
         (item.target for item in arm_data.items), TARGET_CLASSES[seg_cfg.target], seg_cfg.class_weighting
     )
@@ -129,50 +162,65 @@ def train_arm(
     )
     train_s = time.perf_counter() - start
     weights_path = save_segmenter(model, out_dir)
+    steps = getattr(result, "steps", seg_cfg.steps)
+    losses = _floats(getattr(result, "final_losses", {}))
+    return _Fitted(model, [float(w) for w in weights], steps, losses, train_s, weights_path.name)
+
+
+def _evaluate_arm(
+    model: Segmenter,
+    test: Mapping[str, tuple],
+    target: str,
+    keys: dict[str, Any],
+    expected_spacing: Sequence[float] | None,
+    spacing_policy: str,
+) -> tuple[pd.DataFrame, float]:
+    """Per-case rows of the model's predictions on the test cases, and the seconds it took."""
     start = time.perf_counter()
     predictions = {case_id: model.predict(np.asarray(case[0], np.float32)) for case_id, case in test.items()}
     rows = evaluate_cases(
-        predictions,
-        test,
-        target=seg_cfg.target,
-        split=split,
-        seed=seed,
-        arm=arm,
-        generator=arm_data.generator,
-        expected_spacing=expected_spacing,
-        spacing_policy=spacing_policy,
+        predictions, test, target=target, expected_spacing=expected_spacing, spacing_policy=spacing_policy, **keys
     )
-    eval_s = time.perf_counter() - start
-    means = summarize(rows)
-    record = {
+    return rows, time.perf_counter() - start
+
+
+def _arm_record(
+    arm_data: ArmData,
+    fitted: _Fitted,
+    seg_cfg: SegmentationConfig,
+    keys: dict[str, Any],
+    audit: AuditReport | None,
+    means: dict[str, float],
+    eval_s: float,
+) -> dict[str, Any]:
+    """The content of ``arm.json``: counts, provenance, class weights, timing, means and the config section."""
+    return {
         **arm_data.summary(),
-        "arm": arm,
-        "split": split,
-        "train_seed": seed,
+        "arm": keys["arm"],
+        "split": keys["split"],
+        "train_seed": keys["seed"],
         "leaky": None if audit is None else audit.leaky,
-        "class_weights": [float(w) for w in weights],
-        "steps": getattr(result, "steps", seg_cfg.steps),
-        "final_losses": _floats(getattr(result, "final_losses", {})),
-        "train_seconds": round(train_s, 3),
+        "class_weights": fitted.class_weights,
+        "steps": fitted.steps,
+        "final_losses": fitted.final_losses,
+        "train_seconds": round(fitted.train_seconds, 3),
         "eval_seconds": round(eval_s, 3),
-        "weights": weights_path.name,
+        "weights": fitted.weights_file,
         "means": means,
         "segmentation": to_dict(seg_cfg),
     }
-    csv_path = write_text_atomic(out_dir / "per_case.csv", rows.to_csv(index=False))
+
+
+def _write_arm(
+    out_dir: Path, rows: pd.DataFrame, record: dict[str, Any], tracker: Tracker, arm_data: ArmData, train_s: float
+) -> None:
+    """``per_case.csv`` and ``arm.json`` (atomically, both logged as artifacts), the means and counts as metrics."""
+    results.write_per_case(rows, out_dir, tracker)
     json_path = write_text_atomic(out_dir / "arm.json", json.dumps(record, indent=1, default=str))
-    tracker.log_metrics({k: v for k, v in means.items() if not math.isnan(v)})
-    tracker.log_metrics(
-        {
-            "n_real": arm_data.n_real,
-            "n_synthetic": arm_data.n_synthetic,
-            "n_augmented": arm_data.n_augmented,
-            "train_seconds": train_s,
-        }
-    )
-    tracker.log_artifact(csv_path)
+    tracker.log_metrics({k: v for k, v in record["means"].items() if not math.isnan(v)})
+    counts = {"n_real": arm_data.n_real, "n_synthetic": arm_data.n_synthetic, "n_augmented": arm_data.n_augmented}
+    tracker.log_metrics({**counts, "train_seconds": train_s})
     tracker.log_artifact(json_path)
-    return rows
 
 
 def _tags(arm_data: ArmData, arm: str, split: int | str, seed: int, audit: AuditReport | None) -> dict[str, Any]:

@@ -62,6 +62,29 @@ def test_report_is_self_contained_with_tables_and_provenance(tmp_path, three_arm
     assert {p.name for p in files.iterdir()} >= {"significance.csv", "segmentation.tex", "dice_per_arm.png", "k.svg"}
 
 
+def test_set_level_notes_are_one_line_of_the_report(tmp_path, three_arms, sizes):
+    note = "FID from 6 samples of 512-dimensional features: the covariances are rank-deficient"
+    sets = pd.DataFrame(
+        [dict(study="t", split=s, seed=0, generator="spade_ldm", arm=None, case_id=None, metric=m, value=v,
+              reason=None, backbone="r10", ci_low=v - 1, ci_high=v + 1, n=6, note=note if m == "fid" else None)
+         for s in range(5) for m, v in (("fid", 30.0 + s), ("kid", 0.1))]
+    )  # fmt: skip
+    out = build_report(
+        tmp_path / "report.html",
+        seg_rows=three_arms,
+        quality_rows=sets,
+        split_sizes=sizes,
+        config_text=CONFIG,
+        manifest_digest="m",
+        code_version="v",
+        notes=["a caller's note"],
+    )
+    text = out.read_text()
+    assert text.count("rank-deficient") == 1
+    assert f'<div class="msg">Image quality: fid in 5 of 5 run(s): {note}</div>' in text
+    assert text.index("a caller&#x27;s note") < text.index("Image quality: fid")
+
+
 def test_empty_experiment_gives_messages_not_a_crash(tmp_path, sizes):
     out = build_report(
         tmp_path / "r.html",

@@ -12,6 +12,7 @@ import pytest
 
 from benchmark.analysis.mlflow_source import read_study, read_study_frames
 from benchmark.errors import DataError, TrackingError
+from benchmark.results import COLUMNS
 from benchmark.tracking.tracker import MLflowTracker, default_uri, ensure_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,10 +24,10 @@ def _seg_rows(split: int, arm: str, offset: float) -> pd.DataFrame:
     rows = []
     for i, case in enumerate(CASES[split]):
         dice = 0.70 + 0.05 * i + 0.01 * split + offset
-        rows.append([split, 0, arm, gen, case, "dice", round(dice, 4), ""])
-        rows.append([split, 0, arm, gen, case, "hd95", round(9.0 - 10 * offset + i, 3), ""])
-    rows.append([split, 0, arm, gen, CASES[split][0], "assd", np.nan, "empty prediction"])
-    return pd.DataFrame(rows, columns=["split", "seed", "arm", "generator", "case_id", "metric", "value", "reason"])
+        rows.append(["toy", split, 0, gen, arm, case, "dice", round(dice, 4), "", ""])
+        rows.append(["toy", split, 0, gen, arm, case, "hd95", round(9.0 - 10 * offset + i, 3), "", ""])
+    rows.append(["toy", split, 0, gen, arm, CASES[split][0], "assd", np.nan, "empty prediction", ""])
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _log(uri: str, exp: str, name: str, tags: dict, files: dict[str, str], tmp: Path, parent=None, status="FINISHED"):
@@ -69,13 +70,17 @@ def _log_study(uri: str, exp: str, tmp: Path, *, splits_json: bool = True, drop_
                 arms.append(record)
             tags = {"kind": "segmentation", "split": split, "seed": 0, "arm": arm, "generator": rows.generator[0]}
             _log(uri, exp, name, tags, files, tmp, parent)
+    job = {"study": "toy", "split": 0, "seed": 0, "generator": "spade_ldm"}
     q_case = pd.DataFrame({"case_id": ["t00", "t01"], "metric": ["psnr", "psnr"], "value": [21.5, 23.0],
-                           "backbone": ["", ""]})  # fmt: skip
-    summary = {"fid": {"value": 12.5, "ci_low": 10.0, "ci_high": 15.0, "n": 6, "backbone": "resnet34_random"},
+                           "backbone": ["", ""], "arm": "", "reason": "", **job})[list(COLUMNS)]  # fmt: skip
+    summary = {"fid": {"value": 12.5, "ci_low": 10.0, "ci_high": 15.0, "n": 6, "backbone": "resnet34_random",
+                       "note": "FID from 6 samples of 512-dimensional features"},
                "psnr": {"value": 22.25, "ci_low": 21.5, "ci_high": 23.0, "n": 2, "backbone": None}}  # fmt: skip
+    # tags that disagree with the rows: the reader takes the rows' own columns, never the tags
     _log(uri, exp, "quality/split0/spade_ldm/seed0",
-         {"kind": "quality", "split": 0, "seed": 0, "generator": "spade_ldm", "backbone": "resnet34_random"},
-         {"per_case.csv": q_case.to_csv(index=False), "summary.json": json.dumps(summary)}, tmp, parent)  # fmt: skip
+         {"kind": "quality", "split": 9, "seed": 9, "generator": "tag_only", "backbone": "resnet34_random"},
+         {"per_case.csv": q_case.to_csv(index=False),
+          "summary.json": json.dumps({**job, "arm": "", "metrics": summary})}, tmp, parent)  # fmt: skip
     return pd.concat(seg, ignore_index=True), arms, q_case, summary
 
 
@@ -97,12 +102,12 @@ def test_frames_equal_what_was_logged(store):
     study = read_study(uri, "full")
     f = study.frames
 
-    # per-case segmentation rows, as a CSV round trip gives them, plus the study name from the parent run
+    # per-case segmentation rows, as a CSV round trip gives them
     expected = pd.read_csv(_roundtrip(seg, tmp))
-    assert list(f.seg.columns) == ["study", *expected.columns]
+    assert list(f.seg.columns) == list(COLUMNS)
     assert set(f.seg.study) == {"toy"}
     order = ["split", "arm", "case_id", "metric"]
-    got = f.seg.drop(columns="study").sort_values(order).reset_index(drop=True)
+    got = f.seg.sort_values(order).reset_index(drop=True)
     # dtypes differ only in how pandas stores text (object vs string) after concatenation
     pd.testing.assert_frame_equal(got, expected.sort_values(order).reset_index(drop=True), check_dtype=False)
     # the newer run of seg/split0/seed0/real wins over the superseded one (offset -0.5 would give dice ~0.2)
@@ -121,10 +126,16 @@ def test_frames_equal_what_was_logged(store):
     per_case = f.quality[f.quality.case_id.notna()]
     assert per_case[["case_id", "value"]].values.tolist() == [["t00", 21.5], ["t01", 23.0]]
     assert set(per_case.split) == {0} and set(per_case.generator) == {"spade_ldm"} and set(per_case.seed) == {0}
+    assert set(per_case.study) == {"toy"}
     dist = f.quality[f.quality.case_id.isna()].set_index("metric")
     assert dist.loc["fid", ["value", "ci_low", "ci_high", "n"]].tolist() == [12.5, 10.0, 15.0, 6]
-    assert dist.loc["fid", "backbone"] == "resnet34_random"
+    fid_keys = dist.loc["fid", ["backbone", "split", "seed", "generator"]].tolist()
+    assert fid_keys == ["resnet34_random", 0, 0, "spade_ldm"]
     assert dist.loc["psnr", "value"] == summary["psnr"]["value"]
+    # the FID's note becomes one line of the study's notes
+    assert [n for n in study.notes if "512-dimensional" in n] == [
+        "Image quality: fid in 1 of 1 run(s): FID from 6 samples of 512-dimensional features"
+    ]
 
     assert sorted(study.runs) == sorted([f"seg/split{s}/seed0/{a}" for s in (0, 1) for a in ("real", "real+spade_ldm")]
                                         + ["quality/split0/spade_ldm/seed0"])  # fmt: skip

@@ -78,8 +78,9 @@ def _log_study(uri: str, tmp: Path) -> tuple[str, list[str]]:
         run = MLflowTracker(uri, exp, name, tags, parent.run_id)
         run.log_params({"segmentation.steps": 40})
         run.log_metrics(metrics)
-        rows = pd.DataFrame({"split": 0, "seed": 0, "arm": arm, "generator": tags["generator"], "reason": "",
-                             "case_id": ["p01", "p02"], "metric": "dice", "value": metrics["mean_dice"]})  # fmt: skip
+        rows = pd.DataFrame({"study": "ui_study", "split": 0, "seed": 0, "generator": tags["generator"], "arm": arm,
+                             "case_id": ["p01", "p02"], "metric": "dice", "value": metrics["mean_dice"], "reason": "",
+                             "backbone": ""})  # fmt: skip
         csv = tmp / f"{arm}.csv"
         rows.to_csv(csv, index=False)
         run.log_artifact(_as_per_case(csv))

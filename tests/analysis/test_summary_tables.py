@@ -8,6 +8,7 @@ import pytest
 
 from benchmark.analysis.tables import (
     format_frame,
+    quality_notes,
     quality_table,
     read_rows,
     segmentation_table,
@@ -48,6 +49,19 @@ def test_quality_table_mean_sd_ci_across_runs():
     assert q.loc["psnr", "mean"] == pytest.approx(21.0) and q.loc["psnr", "sd"] == pytest.approx(0.0)
     assert q.loc["psnr", "n_runs"] == 4
     assert quality_table(None).empty and list(quality_table(pd.DataFrame()).columns)[0] == "generator"
+
+
+def test_quality_notes_become_one_line():
+    rows = _quality_rows()
+    assert quality_notes(rows) == []  # no note column
+    notes = ["FID from 6 samples of 512-dimensional features", None, "FID from 6 samples of 512-dimensional features"]
+    sets = rows[rows.case_id.isna()].assign(note=notes + ["FID from 5 samples of 512-dimensional features"])
+    with_notes = pd.concat([rows[rows.case_id.notna()], sets], ignore_index=True)
+    assert quality_notes(with_notes) == [
+        "Image quality: fid in 3 of 4 run(s): FID from 6 samples of 512-dimensional features; "
+        "FID from 5 samples of 512-dimensional features"
+    ]
+    assert quality_notes(with_notes.assign(note=None)) == [] and quality_notes(None) == []
 
 
 def test_segmentation_table_per_split_and_pooled():

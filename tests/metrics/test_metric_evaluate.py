@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from benchmark.data.io import save_nifti
 from benchmark.errors import ConfigError, DataError
 from benchmark.metrics import METRICS
 from benchmark.metrics.evaluate import evaluate_generator
+from benchmark.results import COLUMNS
 from benchmark.run.cli import main_guard
 from launchers.evaluate_generator import main
 
@@ -44,13 +46,19 @@ def test_registry_lines_are_the_config_choices():
     assert set(METRICS) == set(MetricsConfig().metrics)
 
 
-@pytest.mark.filterwarnings("ignore:FID from")
 def test_evaluate_generator_rows_summary_and_files(tmp_path):
     real, syn, labels = _data()
-    frame, summary = evaluate_generator(
-        real, syn, labels, real, CFG, cache_dir=tmp_path / "cache", segment_fn=_segment, out_dir=tmp_path / "out"
-    )
-    assert list(frame.columns) == ["case_id", "metric", "value", "backbone"]
+    job = {"study": "s", "split": 1, "seed": 2, "generator": "spade_ldm"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FID from 6 cases of 512-d features: a note in the summary, no warning
+        frame, summary = evaluate_generator(
+            real, syn, labels, real, CFG, cache_dir=tmp_path / "cache", segment_fn=_segment, out_dir=tmp_path / "out",
+            job=job,
+        )  # fmt: skip
+    assert list(frame.columns) == list(COLUMNS)
+    keys = frame[["study", "split", "seed", "generator"]].drop_duplicates().values.tolist()
+    assert keys == [["s", 1, 2, "spade_ldm"]]
+    assert set(frame.arm) == {""} and set(frame.reason) == {""}
     per_metric = frame.groupby("metric").size().to_dict()
     assert per_metric == {
         m: 6 for m in ("psnr", "ms_ssim", "dice_cavity", "dice_wall", "nn_distance_feature", "nn_distance_voxel")
@@ -60,13 +68,17 @@ def test_evaluate_generator_rows_summary_and_files(tmp_path):
         assert summary[key]["backbone"] == "random_resnet10_seed0", key
         assert {"value", "ci_low", "ci_high", "n"} <= set(summary[key])
     assert summary["fid"]["n"] == 6 and summary["fid_at_n"]["n"] == 4
+    assert summary["fid"]["note"].startswith("FID from 6 samples of 512-dimensional features: the covariances are")
+    assert "note" not in summary["kid"]
     assert summary["psnr_mean"]["value"] == pytest.approx(frame[frame.metric == "psnr"].value.mean())
     # synthetic = real + noise: every synthetic volume sits right next to its own source
     assert summary["memorisation_fraction_voxel"]["value"] == 1.0
     assert summary["memorisation_fraction_voxel"]["nearest_train"] == {k: k for k in syn}
-    written = pd.read_csv(tmp_path / "out" / "per_case.csv")
-    assert len(written) == len(frame)
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["kid"]["n"] == 6
+    written = pd.read_csv(tmp_path / "out" / "per_case.csv", keep_default_na=False, na_values=[""])
+    assert list(written.columns) == list(COLUMNS) and len(written) == len(frame)
+    np.testing.assert_array_equal(written["value"].to_numpy(), frame["value"].to_numpy())
+    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert on_disk["metrics"]["kid"]["n"] == 6 and {k: on_disk[k] for k in job} == job and on_disk["arm"] == ""
     # same inputs and seed -> identical numbers (features now come from the cache)
     _, again = evaluate_generator(real, syn, labels, real, CFG, cache_dir=tmp_path / "cache", segment_fn=_segment)
     assert again["fid"] == summary["fid"] and again["kid"] == summary["kid"]
@@ -86,7 +98,6 @@ def test_evaluate_generator_bad_input(tmp_path):
         evaluate_generator(real, syn, labels, real, MetricsConfig(metrics=("ms_ssim",)), cache_dir=None)
 
 
-@pytest.mark.filterwarnings("ignore:FID from")
 def test_launcher_on_nifti_folders(tmp_path, capsys):
     real, syn, _ = _data(5)
     for folder, vols in (("real", real), ("syn", syn)):

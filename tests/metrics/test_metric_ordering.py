@@ -5,15 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 from benchmark.config import MetricsConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from metric_ordering import REQUIRED, degraded_sets, measure, ordering_holds, phantom_sets  # noqa: E402
 
 
-@pytest.mark.filterwarnings("ignore:FID from")
 def test_metrics_rank_degradations_on_phantom(tmp_path):
     a, b = phantom_sets(12, tmp_path)
     assert len(a) == len(b) == 6 and not set(a) & set(b)

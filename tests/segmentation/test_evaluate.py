@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from benchmark.errors import DataError
-from benchmark.segmentation.evaluate import COLUMNS, case_metrics, evaluate_cases, summarize
+from benchmark.results import COLUMNS
+from benchmark.segmentation.evaluate import case_metrics, evaluate_cases, summarize
 
 
 def _cubes(shift: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +66,10 @@ def test_evaluate_cases_rows_and_wall_metrics():
     label = gt.copy()
     label[3:15, 3:15, 3:15][label[3:15, 3:15, 3:15] == 0] = 2  # a one-voxel wall shell
     test = {"b": (None, label, (1.0, 1.0, 1.0)), "a": (None, np.zeros_like(gt), (1.0, 1.0, 1.0))}
-    rows = evaluate_cases({"a": pred, "b": pred}, test, split=1, seed=2, arm="real", target="cavity")
-    assert list(rows.columns) == COLUMNS
+    rows = evaluate_cases({"a": pred, "b": pred}, test, study="s", split=1, seed=2, arm="real", target="cavity")
+    assert list(rows.columns) == list(COLUMNS)
+    keys = rows[["study", "split", "seed", "generator", "arm", "backbone"]].drop_duplicates().values.tolist()
+    assert keys == [["s", 1, 2, "", "real", ""]]
     assert rows["case_id"].tolist() == ["a"] * 3 + ["b"] * 3
     assert rows.loc[rows.case_id == "b", "value"].tolist()[0] == pytest.approx(0.8)
     assert (rows.loc[rows.case_id == "a", "reason"] == "empty ground truth").all()

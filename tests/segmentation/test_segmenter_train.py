@@ -11,6 +11,7 @@ import torch
 
 from benchmark.config import AugmentConfig, SegmentationConfig, TrainConfig
 from benchmark.errors import ConfigError
+from benchmark.results import COLUMNS
 from benchmark.segmentation.arms import audit_arm, build_arm
 from benchmark.segmentation.model import load_segmenter
 from benchmark.segmentation.train import make_batch_fn, train_arm
@@ -38,8 +39,9 @@ def _run(tmp_path, name, cases, split, tracker=None):
     arm = build_arm("real+augmented", split.train_cases, split.test_cases, cases, {}, ratio=0.5, seed=0)
     test = {c: cases[c] for c in split.test_cases}
     rows = train_arm(
-        arm, test, SEG, TRAIN, out_dir=tmp_path / name, seed=3, split=0, tracker=tracker, audit=audit_arm(arm, split)
-    )
+        arm, test, SEG, TRAIN, out_dir=tmp_path / name, seed=3, split=0, study="toy", tracker=tracker,
+        audit=audit_arm(arm, split),
+    )  # fmt: skip
     return arm, rows
 
 
@@ -53,6 +55,9 @@ def test_same_split_arm_and_seed_give_identical_dice(tmp_path, cases, split):
     # the files are what was returned, and the counts are recorded
     on_disk = pd.read_csv(tmp_path / "a" / "per_case.csv", keep_default_na=False, na_values=[""])
     np.testing.assert_allclose(on_disk["value"].astype(float), first["value"].astype(float))
+    assert list(on_disk.columns) == list(COLUMNS)
+    keys = on_disk[["study", "split", "seed", "arm"]].drop_duplicates().values.tolist()
+    assert keys == [["toy", 0, 3, "real+augmented"]]
     record = json.loads((tmp_path / "a" / "arm.json").read_text())
     assert (record["n_real"], record["n_synthetic"], record["n_augmented"]) == (6, 0, 3)
     assert record["leaky"] is False and record["steps"] == SEG.steps

@@ -14,7 +14,12 @@ from benchmark.tracking.tracker import Tracker
 
 
 def run_quality(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
-    """Image quality of one generator's volumes for one split (paired with the real cases they came from)."""
+    """Image quality of one generator's volumes for one split (paired with the real cases they came from).
+
+    Per-case rows go to ``per_case.csv`` and set-level metrics (FID, KID, MMD with CIs) to ``summary.json``, both
+    through ``benchmark.results`` and both carrying the job's study, split, seed and generator.
+    """
+    from benchmark import results
     from benchmark.metrics.evaluate import evaluate_generator, load_nifti_dir
     from benchmark.segmentation.model import load_segmenter
 
@@ -30,6 +35,7 @@ def run_quality(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) ->
     if cfg.segmentation.target == "cavity":  # a cavity-only segmenter says nothing about the wall
         classes = tuple(c for c in metrics_cfg.fidelity_classes if c != "wall")
         metrics_cfg = dataclasses.replace(metrics_cfg, fidelity_classes=classes)
+    job = {"study": cfg.name, "split": split, "seed": seed, "generator": gen}
     frame, summary = evaluate_generator(
         {c: arrays[c].image for c in ids},
         synthetic,
@@ -38,15 +44,14 @@ def run_quality(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) ->
         metrics_cfg,
         cache_dir=study.root / "cache" / "features",
         segment_fn=seg.predict,
-        out_dir=out,
+        job=job,
     )
+    results.write_per_case(frame, out, tracker)
+    results.write_summary(summary, out, job, tracker)
     metrics = {f"{name}": float(v["value"]) for name, v in summary.items() if _finite(v.get("value"))}
     tracker.log_metrics(metrics)
     backbones = sorted({str(v.get("backbone")) for v in summary.values() if v.get("backbone")})
     tracker.set_tags({"backbone": ",".join(backbones)})
-    for name in ("per_case.csv", "summary.json"):
-        if (out / name).is_file():
-            tracker.log_artifact(out / name)
     return {"generator": gen, "split": split, "metrics": metrics, "backbone": ",".join(backbones)}
 
 

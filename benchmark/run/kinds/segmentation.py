@@ -22,7 +22,7 @@ def run_name(p: dict[str, Any]) -> str:
 
 
 def run_segmentation(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
-    """Train and evaluate one arm of one split; per-case rows go to ``per_case.csv`` and the tracker."""
+    """Train and evaluate one arm of one split; per-case rows go to ``per_case.csv`` (``benchmark.results``)."""
     from benchmark.segmentation.arms import audit_arm, build_arm, load_synth_index, parse_arm
     from benchmark.segmentation.train import train_arm
 
@@ -54,6 +54,7 @@ def run_segmentation(study: Study, p: dict[str, Any], out: Path, tracker: Tracke
         cfg.train,
         out_dir=out,
         seed=seed,
+        study=cfg.name,
         split=split,
         arm=arm_folder(p),
         tracker=tracker,
@@ -76,4 +77,5 @@ KIND = JobKind(
     run_name=run_name,
     out_dir=lambda study, p: study.seg_dir(p["split"], p["seed"], arm_folder(p)),
     body=run_segmentation,
+    trains=True,
 )
