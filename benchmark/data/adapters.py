@@ -10,6 +10,10 @@ differ (``data.expected_spacing``) is a warning; ``data.spacing_override`` then 
 Wall: an expert wall mask is used where the layout has one. Otherwise ``data.wall_mode`` decides: ``derive`` draws
 a shell of ``data.wall_thickness_mm`` around the cavity (``phantom.wall_shell``), ``cavity_only`` writes no wall
 label (also dropping expert walls, so every case is labelled alike), ``expert`` fails for a case without one.
+
+Cases: ``data.exclude`` leaves case ids out before any file is read (an unknown id is a ``ConfigError``).
+Patients: ``data.patients`` (``benchmark.data.patients``); the returned manifest records where its patient ids
+came from (``patient_source``) and the caveats a report must state (``notes``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +42,11 @@ from benchmark.data.layouts import (
     discover_lascarqs,
     discover_msd,
     discover_nnunet,
+    drop_excluded,
     read_patients,
 )
 from benchmark.data.manifest import Case, Manifest, sha256_file
+from benchmark.data.patients import INFERRED_CSV, apply_inference, inferred_note, unknown_patients_note
 from benchmark.data.phantom import generate_phantom, wall_shell
 from benchmark.errors import ConfigError, DataError
 
@@ -54,6 +60,7 @@ class Layout:
     name: str
     discover: Callable[[Path], list[SourceCase]]
     expected_spacing: tuple[float, float, float] | None = None
+    several_scans_per_patient: bool = False  # known to hold pre/post-ablation scans of one person
 
     def __call__(self, data: DataConfig, out_dir: str | Path) -> Manifest:
         return convert(self, data, out_dir)
@@ -166,12 +173,66 @@ def convert_case(src: SourceCase, data: DataConfig, expected, out: Path, patient
     return case, hashlib.sha256(np.ascontiguousarray(image.array).data).hexdigest()
 
 
+# settings added after the first adapter version, left out of the cache key at their default so existing
+# caches stay valid; patients_dice matters only when patients are inferred
+_ADDED_DEFAULTS = {"patients": "csv_or_scan", "exclude": []}
+
+
 def _cache_key(layout: Layout, data: DataConfig, root: Path, cases: list[SourceCase]) -> str:
     files = [root / PATIENTS_CSV, root / "dataset.json"]
     files += [p for c in cases for p in (c.image, c.label, c.wall) if p is not None]
     stamp = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()]
-    settings = {k: v for k, v in to_dict(data).items() if k not in ("phantom", "cache_dir")}
+    settings = {k: v for k, v in to_dict(data).items() if k not in ("phantom", "cache_dir", "patients_dice")}
+    settings = {k: v for k, v in settings.items() if _ADDED_DEFAULTS.get(k, object()) != v}
+    if data.patients == "infer":
+        settings["patients_dice"] = data.patients_dice
+    if data.exclude:
+        settings["exclude"] = sorted(set(data.exclude))
     return config_hash({"version": ADAPTER_VERSION, "layout": layout.name, "settings": settings, "files": stamp})
+
+
+def _patient_source(layout: Layout, data: DataConfig, root: Path) -> tuple[str, tuple[str, ...]]:
+    """How patient ids are assigned, and the caveat to record (warned here when patients are unknown)."""
+    csv_file = root / PATIENTS_CSV
+    if data.patients == "infer":
+        if csv_file.is_file():
+            raise DataError(csv_file, "present but data.patients=infer; set data.patients=csv_or_scan to use it "
+                            "or remove it to infer patients")  # fmt: skip
+        return "inferred", ()  # the note, with its counts, is made once the manifest exists
+    if csv_file.is_file():
+        return "patients.csv", ()
+    if layout.several_scans_per_patient:
+        return "per_scan", (unknown_patients_note(layout.name, root),)
+    return "per_scan", ()
+
+
+def _convert_all(sources: list[SourceCase], data: DataConfig, expected, out: Path, patients: dict) -> list[Case]:
+    cases, seen_file, seen_voxels = [], {}, {}
+    for src in sources:
+        file_hash = sha256_file(src.image) if src.image.is_file() else None
+        if file_hash is not None and file_hash in seen_file:
+            raise DataError(src.image, f"duplicate scan: same file bytes as {seen_file[file_hash]}; "
+                            f"leave one out with data.exclude=[{src.case_id}]")  # fmt: skip
+        case, voxel_hash = convert_case(src, data, expected, out, patients[src.case_id])
+        if voxel_hash in seen_voxels:
+            raise DataError(src.image, f"duplicate scan: same voxels as {seen_voxels[voxel_hash]}; "
+                            f"leave one out with data.exclude=[{src.case_id}]")  # fmt: skip
+        seen_file[file_hash], seen_voxels[voxel_hash] = src.image, src.image
+        cases.append(case)
+    return cases
+
+
+def _with_patients(man: Manifest, data: DataConfig, source: str, notes: tuple[str, ...], home: Path) -> Manifest:
+    """The manifest with its patient source and notes; inferred patients get their note (and csv, if new).
+
+    ``home`` is the folder the dataset lives in once built (the note names the csv there).
+    """
+    if source == "inferred":
+        csv_path = man.root / INFERRED_CSV
+        if not csv_path.is_file():
+            man = apply_inference(man, data.patients_dice, csv_path)
+        notes = (*notes, inferred_note(man, data.patients_dice, home / INFERRED_CSV))
+    return replace(man, patient_source=source, notes=notes)
 
 
 def convert(layout: Layout, data: DataConfig, out_dir: str | Path) -> Manifest:
@@ -179,51 +240,58 @@ def convert(layout: Layout, data: DataConfig, out_dir: str | Path) -> Manifest:
 
     Args:
         layout: the public layout.
-        data: the data section (root, spacing checks, wall mode).
+        data: the data section (root, spacing checks, wall mode, patients, excluded cases).
         out_dir: the cache folder; the dataset goes to ``<out_dir>/<layout>_<hash>`` (hash of the settings and
             of the source files' names, sizes and times), built in a temp folder and renamed when complete.
 
     Returns:
-        The converted dataset's ``Manifest``.
+        The converted dataset's ``Manifest``, with ``patient_source`` and ``notes`` set.
     """
     if data.root is None:
         raise ConfigError(f"data.root: required for data.kind={layout.name!r}")
     root = Path(data.root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(root, "dataset folder not found")
-    sources = layout.discover(root)
-    if not sources:
+    found = layout.discover(root)
+    if not found:
         raise DataError(root, f"no cases found for the {layout.name!r} layout (see benchmark/data/layouts.py)")
+    sources = drop_excluded(found, data.exclude, root)
+    if not sources:
+        raise ConfigError(f"data.exclude: leaves no case of {root}")
     final = Path(out_dir) / f"{layout.name}_{_cache_key(layout, data, root, sources)}"
+    source, notes = _patient_source(layout, data, root)
     cached = verified_manifest(final)
     if cached is not None:
-        return cached
-    patients = read_patients(root, [s.case_id for s in sources])
+        return _with_patients(cached, data, source, notes, final)
+    ids = [s.case_id for s in sources]
+    patients = read_patients(root, ids) if source == "patients.csv" else {c: c for c in ids}
     expected = data.expected_spacing or layout.expected_spacing
     with building(final) as tmp:
-        cases, seen_file, seen_voxels = [], {}, {}
-        for src in sources:
-            file_hash = sha256_file(src.image) if src.image.is_file() else None
-            if file_hash is not None and file_hash in seen_file:
-                raise DataError(src.image, f"duplicate scan: same file bytes as {seen_file[file_hash]}")
-            case, voxel_hash = convert_case(src, data, expected, tmp, patients[src.case_id])
-            if voxel_hash in seen_voxels:
-                raise DataError(src.image, f"duplicate scan: same voxels as {seen_voxels[voxel_hash]}")
-            seen_file[file_hash], seen_voxels[voxel_hash] = src.image, src.image
-            cases.append(case)
-        Manifest(root=tmp, dataset=layout.name, cases=tuple(cases)).save()
-    return Manifest.load(final)
+        cases = _convert_all(sources, data, expected, tmp, patients)
+        built = Manifest(root=tmp, dataset=layout.name, cases=tuple(cases))
+        _with_patients(built, data, source, notes, final).save()
+    return _with_patients(Manifest.load(final), data, source, notes, final)
 
 
 def _phantom(data: DataConfig, out_dir: str | Path) -> Manifest:
-    return generate_phantom(data.phantom, out_dir)
+    man = generate_phantom(data.phantom, out_dir)
+    cases = tuple(drop_excluded(man.cases, data.exclude, man.root))
+    if not cases:
+        raise ConfigError(f"data.exclude: leaves no case of {man.root}")
+    man = replace(man, cases=cases, patient_source="phantom")
+    if data.patients == "infer":
+        # inferred from the phantom's own masks, to check inference where the truth is known
+        csv_path = man.root / INFERRED_CSV
+        man = apply_inference(man, data.patients_dice, csv_path)
+        man = replace(man, patient_source="inferred", notes=(inferred_note(man, data.patients_dice, csv_path),))
+    return man
 
 
 ADAPTERS: dict[str, Callable[[DataConfig, str | Path], Manifest]] = {
     "phantom": _phantom,
-    "la2018": Layout("la2018", discover_la2018, expected_spacing=(0.625, 0.625, 0.625)),
+    "la2018": Layout("la2018", discover_la2018, expected_spacing=(0.625, 0.625, 0.625), several_scans_per_patient=True),
     "msd": Layout("msd", discover_msd),
-    "lascarqs": Layout("lascarqs", discover_lascarqs),
+    "lascarqs": Layout("lascarqs", discover_lascarqs, several_scans_per_patient=True),
     "nnunet": Layout("nnunet", discover_nnunet),
 }
 

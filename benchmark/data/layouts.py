@@ -13,8 +13,14 @@ Supported layouts (``data.kind``):
   ``dataset.json``; labels 0 background, 1 LA cavity and optionally 2 LA wall. ``data.root`` may point at the
   ``DatasetXXX_Name`` folder or at a folder holding exactly one dataset.
 
+Folders are walked following symbolic links (each real folder once), so a dataset assembled from links to case
+folders of a shared read-only copy reads like the original; case ids are the names the links give.
+
 Patients: by default every scan is its own patient. A ``patients.csv`` in the dataset root with the columns
-``case_id,patient_id`` maps scans to patients (e.g. pre/post-ablation scans of one person); it must name every case.
+``case_id,patient_id`` maps scans to patients (e.g. pre/post-ablation scans of one person); it must name every case
+(extra columns are ignored). ``data.patients=infer`` groups scans instead (``benchmark.data.patients``).
+
+``data.exclude`` leaves named cases out before anything is read (``drop_excluded``).
 
 Conversion into the internal layout, with its checks, is ``benchmark.data.adapters``.
 """
@@ -25,12 +31,12 @@ import csv
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmark.data.io import BINARY_VALUES, LABEL_VALUES
-from benchmark.errors import DataError
+from benchmark.errors import ConfigError, DataError
 
 PATIENTS_CSV = "patients.csv"
 LASCARQS_VALUES: dict[int, int] = {0: 0, 1: 1, 255: 1, 420: 1}
@@ -86,12 +92,60 @@ def _read_json(path: Path) -> dict:
         raise DataError(path, f"unreadable dataset.json ({exc})") from None
 
 
+def find_files(root: Path, name: str) -> list[Path]:
+    """Every file called ``name`` below ``root``, following symbolic links to folders.
+
+    A linked folder is walked under its link's path (so case ids are the link names); a link to a folder that
+    holds one of the folders it was reached through is skipped, so links cannot loop. Two links to one folder give
+    two cases (and the duplicate-scan check then names them).
+
+    Args:
+        root: the folder to search.
+        name: the exact file name.
+
+    Returns:
+        The paths, sorted.
+    """
+    found, chains = [], {str(root): (os.path.realpath(root),)}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        chain = chains.pop(folder)  # the real folders from root down to this one
+        keep = []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if not any(_holds(real, a) for a in chain):
+                keep.append(d)
+                chains[os.path.join(folder, d)] = (*chain, real)
+        dirs[:] = keep
+        if name in files:
+            found.append(Path(folder) / name)
+    return sorted(found)
+
+
+def _holds(outer: str, inner: str) -> bool:
+    """Whether folder ``inner`` is ``outer`` or lies below it."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def drop_excluded(cases: Sequence, exclude: Sequence[str], root: Path) -> list:
+    """The cases whose id is not in ``data.exclude``; an id there that names no case is an error.
+
+    Args:
+        cases: found cases (anything with a ``case_id``).
+        exclude: the case ids to leave out.
+        root: the dataset root, for the message.
+    """
+    unknown = sorted(set(exclude) - {c.case_id for c in cases})
+    if unknown:
+        raise ConfigError(f"data.exclude: no case {', '.join(map(repr, unknown))} in {root}")
+    return [c for c in cases if c.case_id not in set(exclude)]
+
+
 def discover_la2018(root: Path) -> list[SourceCase]:
     """Every folder with an ``lgemri.nrrd`` is a case named after the folder."""
     return _unique(
         [
             SourceCase(case_id=p.parent.name, image=p, label=p.parent / "laendo.nrrd", wall=p.parent / "lawall.nrrd")
-            for p in sorted(root.rglob("lgemri.nrrd"))
+            for p in find_files(root, "lgemri.nrrd")
         ]
     )
 
@@ -120,7 +174,7 @@ def discover_lascarqs(root: Path) -> list[SourceCase]:
                 label=p.parent / "atriumSegImgMO.nii.gz",
                 label_values=LASCARQS_VALUES,
             )
-            for p in sorted(root.rglob("enhanced.nii.gz"))
+            for p in find_files(root, "enhanced.nii.gz")
         ]
     )
 

@@ -46,11 +46,22 @@ class Case:
 
 @dataclass(frozen=True, kw_only=True)
 class Manifest:
-    """A dataset in the internal layout. ``root`` is the folder holding ``manifest.json``."""
+    """A dataset in the internal layout.
+
+    Args:
+        root: the folder holding ``manifest.json``.
+        dataset: the layout it came from (``la2018``, ``phantom``, ``<layout>/prep`` once preprocessed).
+        cases: the scans.
+        patient_source: how the patient ids came about: ``phantom`` (known), ``patients.csv``, ``per_scan``
+            (no patients named: each scan its own patient) or ``inferred`` (``benchmark.data.patients``).
+        notes: caveats about the data that a report must state, one line each (e.g. patients unknown).
+    """
 
     root: Path
     dataset: str
     cases: tuple[Case, ...]
+    patient_source: str = ""
+    notes: tuple[str, ...] = ()
 
     def by_id(self) -> dict[str, Case]:
         return {c.case_id: c for c in self.cases}
@@ -80,6 +91,8 @@ class Manifest:
     def save(self) -> Path:
         """Write ``manifest.json`` atomically."""
         payload = {"dataset": self.dataset, "digest": self.digest(), "cases": [asdict(c) for c in self.cases]}
+        if self.patient_source or self.notes:  # absent otherwise, so earlier manifests stay byte-identical
+            payload.update(patient_source=self.patient_source, notes=list(self.notes))
         return write_text_atomic(self.root / MANIFEST_NAME, json.dumps(payload, indent=1))
 
     @classmethod
@@ -94,9 +107,10 @@ class Manifest:
             cases = tuple(
                 Case(**{**c, "shape": tuple(c["shape"]), "spacing": tuple(c["spacing"])}) for c in payload["cases"]
             )
+            source, notes = str(payload.get("patient_source", "")), tuple(str(n) for n in payload.get("notes", ()))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DataError(file, f"not a valid manifest ({exc})") from None
-        man = cls(root=root, dataset=payload.get("dataset", "unknown"), cases=cases)
+        man = cls(root=root, dataset=payload.get("dataset", "unknown"), cases=cases, patient_source=source, notes=notes)
         for c in cases:
             man.path(c, "image")
             man.path(c, "label")

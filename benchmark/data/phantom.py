@@ -5,6 +5,9 @@ leaving its upper back, a mitral opening towards the LV, a wall shell, and the c
 myocardium with epicardial fat, right atrium, aorta, spine, lungs, chest-wall muscle, subcutaneous fat, air). Each
 of the patient's scans (``s1`` pre-ablation, ``s2`` post-ablation) shares that anatomy and its label map, and
 differs in scar (post-ablation scans add patchy lesions around the vein ostia), contrast, bias field and noise.
+With ``PhantomConfig.post_shift_vox`` > 0 each post-ablation scan (image and label) is moved by that many voxels
+in a random direction against the pre-ablation scan, as a repeat acquisition would be; the default 0 keeps every
+scan of a patient in register (and the dataset's bytes and cache folder as they were before the option existed).
 
 Labels: 0 background, 1 LA cavity (blood pool *and* the lumen of the vein stubs, one connected component),
 2 LA wall: every voxel outside the cavity within the patient's wall thickness (drawn from
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from benchmark.config import PhantomConfig, config_hash
+from benchmark.config import PhantomConfig, config_hash, to_dict
 from benchmark.data import shapes
 from benchmark.data.io import building, save_nifti, verified_manifest
 from benchmark.data.manifest import Case, Manifest, sha256_file
@@ -280,9 +283,36 @@ def render_scan(anat: Anatomy, cfg: PhantomConfig, rng: np.random.Generator, pos
     return np.sqrt(real**2 + imag**2).astype(np.float32)
 
 
+# options added after version 1, left out of the cache hash at their default so existing caches stay valid
+_ADDED_DEFAULTS = {"post_shift_vox": 0.0}
+
+
 def phantom_dir(cfg: PhantomConfig, out_dir: str | Path) -> Path:
     """The cache folder of a phantom config: ``<out_dir>/phantom_v<version>_<config hash>``."""
-    return Path(out_dir) / f"phantom_v{PHANTOM_VERSION}_{config_hash(cfg)}"
+    settings = {k: v for k, v in to_dict(cfg).items() if _ADDED_DEFAULTS.get(k, object()) != v}
+    return Path(out_dir) / f"phantom_v{PHANTOM_VERSION}_{config_hash(settings)}"
+
+
+def shift_scan(image: np.ndarray, label: np.ndarray, shift) -> tuple[np.ndarray, np.ndarray]:
+    """Move a scan and its label map by ``shift`` voxels (sub-voxel shifts resample each label's mask linearly).
+
+    Args:
+        image: float32 (X, Y, Z); voxels moved in from outside repeat the border.
+        label: uint8 0/1/2; voxels moved in from outside are background.
+        shift: (3,) voxels.
+
+    Returns:
+        (image, label) on the same grid.
+    """
+    moved = ndimage.shift(image, shift, order=1, mode="nearest").astype(np.float32)
+    masks = [ndimage.shift((label == v).astype(np.float32), shift, order=1, cval=float(v == 0)) for v in range(3)]
+    return moved, np.argmax(np.stack(masks), axis=0).astype(np.uint8)
+
+
+def _post_shift(cfg: PhantomConfig, patient: int, scan: int) -> np.ndarray:
+    """The shift (voxels) of one scan: ``post_shift_vox`` long, in a direction from its own generator."""
+    rng = np.random.default_rng([cfg.seed, patient, scan, 1])  # apart from the scan's drawing generator
+    return cfg.post_shift_vox * shapes.unit(rng.standard_normal(3))
 
 
 def _write_cases(cfg: PhantomConfig, root: Path) -> tuple[list[Case], list[tuple]]:
@@ -295,8 +325,11 @@ def _write_cases(cfg: PhantomConfig, root: Path) -> tuple[list[Case], list[tuple
         for k in range(int(prng.integers(lo, hi + 1))):
             case_id, patient_id = f"ph{p:04d}_s{k + 1}", f"ph{p:04d}"
             image = render_scan(anat, cfg, np.random.default_rng([cfg.seed, p, k + 1]), post_ablation=k > 0)
+            label = anat.label
+            if k > 0 and cfg.post_shift_vox > 0:
+                image, label = shift_scan(image, label, _post_shift(cfg, p, k + 1))
             img_path = save_nifti(root / "images" / f"{case_id}.nii.gz", image, affine)
-            lab_path = save_nifti(root / "labels" / f"{case_id}.nii.gz", anat.label, affine)
+            lab_path = save_nifti(root / "labels" / f"{case_id}.nii.gz", label, affine)
             cases.append(
                 Case(
                     case_id=case_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ def prepare_dataset(cfg: StudyConfig) -> Manifest:
     """Import the configured dataset (phantom or a public layout) and bring it to the study grid.
 
     Both steps are cached under ``cfg.data.cache_dir`` (relative paths are taken from the working folder).
+    The returned manifest carries the imported dataset's ``patient_source`` and ``notes`` (caveats a report must
+    state, e.g. that a dataset holding several scans per patient names no patients).
 
     Args:
         cfg: the study config (``data`` and ``preprocess`` sections).
@@ -37,7 +39,7 @@ def prepare_dataset(cfg: StudyConfig) -> Manifest:
     """
     cache = Path(cfg.data.cache_dir)
     raw = import_dataset(cfg.data, cache)
-    return prepare(raw, cfg.preprocess, cache)
+    return replace(prepare(raw, cfg.preprocess, cache), patient_source=raw.patient_source, notes=raw.notes)
 
 
 def load_arrays(manifest: Manifest, case_ids: list[str] | tuple[str, ...] | None = None) -> dict[str, CaseArrays]:
