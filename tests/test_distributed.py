@@ -196,3 +196,70 @@ def test_gradient_average_when_ranks_have_different_gradients(diverging_ranks):
     # the mean over ranks, a missing gradient counting as zeros; None only where no rank had one
     expected = [[2.0, 2.0, 2.0], [[1.0, 1.0], [1.0, 1.0]], None]
     assert diverging_ranks[0]["grads"] == diverging_ranks[1]["grads"] == expected
+
+
+PREEMPTED_WORKER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from benchmark.engine import distributed
+    from benchmark.config import TrainConfig
+    from benchmark.engine.loop import fit
+    from test_engine import Toy, batch_fn
+
+    class Requeued(Exception):
+        pass
+
+    out, rank = sys.argv[1], int(os.environ["RANK"])
+    calls = []
+
+    def handler(signum, frame):  # stands in for submitit's: checkpoints on disk when it runs, then the exit
+        calls.append(sorted(p.name for p in os.scandir(f"{out}/run/checkpoints")))
+        raise Requeued
+
+    signal.signal(signal.SIGUSR2, handler)
+
+    class SignalledToy(Toy):
+        def train_step(self, ctx, stage, batch):
+            if rank == 1 and (stage.name, ctx.step) == ("first", 2):
+                os.kill(os.getpid(), signal.SIGUSR2)  # only rank 1 is signalled, in the middle of its step 2
+            return super().train_step(ctx, stage, batch)
+
+    train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=100, prefetch=0)
+    model = SignalledToy(steps=(5, 2))
+    try:
+        fit(model, batch_fn, train=train, out_dir=f"{out}/run", seed=0)
+        stopped = False
+    except Requeued:
+        stopped = True
+    trained = model.calls
+    runs = {}
+    for name in ("run", "straight"):
+        toy = Toy(steps=(5, 2))
+        result = fit(toy, batch_fn, train=train, out_dir=f"{out}/{name}", seed=0)
+        sums = [float(sum(p.double().sum() for p in net.parameters())) for net in toy.networks.values()]
+        runs[name] = {"losses": [h["mse"] for h in result.history], "sums": sums,
+                      "resumed_from": result.resumed_from and result.resumed_from.name}
+    report = {"stopped": stopped, "calls": calls, "trained": trained, **runs}
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump(report, fh)
+    distributed.cleanup()
+    """
+)
+
+
+@pytest.mark.slow
+def test_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    ranks = _two_ranks(PREEMPTED_WORKER, tmp_path, timeout=180)
+    for r in ranks:
+        # rank 0 never got the signal: it learnt of it through the step's all-reduce and stopped at the same step,
+        # after the collective checkpoint of the 3 finished steps
+        assert r["stopped"] and r["trained"] == 3
+        assert r["calls"] == [["ckpt-000000003"]]
+        assert r["run"]["resumed_from"] == "ckpt-000000003"
+        assert r["run"]["sums"] == r["straight"]["sums"]
+        assert r["run"]["losses"][3:] == r["straight"]["losses"][3:]  # the steps trained after the resume
+    # the history in a checkpoint is rank 0's (the one that is logged): there it is the uninterrupted run's
+    assert ranks[0]["run"]["losses"] == ranks[0]["straight"]["losses"]
+    assert ranks[0]["run"]["losses"][3:] != ranks[1]["run"]["losses"][3:]  # each rank has its own batches

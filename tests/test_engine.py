@@ -287,3 +287,40 @@ def test_prefetched_batch_error_is_raised_as_the_original(tmp_path):
     with pytest.raises(DataError, match="case_7.nii.gz: corrupt gzip stream"):
         fit(toy, failing, train=train, out_dir=tmp_path, seed=0)
     assert toy.calls == 3  # steps 0-2 trained, nothing after the failing batch
+
+
+def test_prune_keeps_the_final_checkpoint_that_rebuilds_the_trained_model(tmp_path):
+    from benchmark.engine.checkpoint import prune
+
+    train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=1, keep_checkpoints=0)
+    model = Toy()
+    trained = fit(model, batch_fn, train=train, out_dir=tmp_path, seed=0)
+    root = tmp_path / "checkpoints"
+    (root / "ckpt-000000003.tmp").mkdir()  # an interrupted write
+    removed = prune(root)
+    assert [p.name for p in removed] == ["ckpt-000000003.tmp", *(f"ckpt-00000000{s}" for s in range(1, 5))]
+    assert sorted(p.name for p in root.iterdir()) == ["ckpt-000000005"]
+    # what a later job does to draw samples again: fit on the same folder trains nothing and restores the weights
+    again_model = Toy()
+    again = fit(again_model, batch_fn, train=train, out_dir=tmp_path, seed=0)
+    assert again.timings == [] and again.steps == 5 and again.final_losses == trained.final_losses
+    for name, net in model.networks.items():
+        for p, q in zip(net.parameters(), again_model.networks[name].parameters(), strict=True):
+            assert torch.equal(p, q)
+    assert prune(root) == [] and prune(tmp_path / "missing") == []
+
+
+def test_prune_keep_two_and_refusals(tmp_path):
+    from benchmark.engine.checkpoint import prune
+
+    train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=1, keep_checkpoints=0)
+    fit(Toy(), batch_fn, train=train, out_dir=tmp_path, seed=0)
+    root = tmp_path / "checkpoints"
+    with pytest.raises(ConfigError, match="keep=0 must be >= 1"):
+        prune(root, keep=0)
+    assert [p.name for p in prune(root, keep=2)] == ["ckpt-000000001", "ckpt-000000002", "ckpt-000000003"]
+    state = root / "ckpt-000000005" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"ckpt-000000005/state.pt: cannot be read"):
+        prune(root)
+    assert sorted(p.name for p in root.iterdir()) == ["ckpt-000000004", "ckpt-000000005"]  # nothing removed

@@ -5,12 +5,14 @@ Needs the cluster from slurm/start.sh (CI starts it and sets LGE_REQUIRE_SLURM=1
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from study_fixtures import tiny_study_overrides
 
@@ -75,10 +77,10 @@ def test_tiny_sweep_through_sbatch(cluster, tmp_path, capsys):
 
 
 def _seg_spec(root: Path, name: str, steps: int) -> tuple[JobSpec, Path]:
-    cfg = load_config(
-        None,
-        [*tiny_study_overrides(root, name=name, n_splits=1), f"segmentation.steps={steps}", "train.checkpoint_every=5"],
-    )
+    # no periodic checkpoint before the end (checkpoint_every > steps): a resume can only come from the one written
+    # at the signal; every step is logged, so the tracked loss curve shows which steps each attempt trained
+    train = ["train.checkpoint_every=100000", "train.keep_checkpoints=0", "train.log_every=1"]
+    cfg = load_config(None, [*tiny_study_overrides(root, name=name, n_splits=1), f"segmentation.steps={steps}", *train])
     study = prepare_study(cfg)
     uri = default_uri(study.root)
     exp = ensure_experiment(uri, name, study.root / "mlartifacts")
@@ -96,28 +98,57 @@ def _seg_spec(root: Path, name: str, steps: int) -> tuple[JobSpec, Path]:
     return spec, study.seg_dir(0, 0, "real")
 
 
+def _wait_for_step(log_glob: Path, job, step: int, timeout_s: float = 180.0) -> int:
+    """Wait until the job's log shows training at ``step`` or later; return the step seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = "\n".join(p.read_text(errors="replace") for p in log_glob.parent.glob(log_glob.name))
+        seen = [int(m) for m in re.findall(r"segmentation (\d+)/\d+ ", text)]
+        if seen and max(seen) >= step:
+            return max(seen)
+        assert time.monotonic() < deadline and not job.done(), f"no step {step} before the job ended ({job.state})"
+        time.sleep(0.05)
+
+
+def _loss_curve(spec: JobSpec, status: str) -> dict[int, float]:
+    client = MlflowClient(spec.tracking_uri)
+    runs = [r for r in client.search_runs([spec.experiment_id]) if r.info.status == status]
+    assert len(runs) == 1, [r.info.status for r in client.search_runs([spec.experiment_id])]
+    return {m.step: m.value for m in client.get_metric_history(runs[0].info.run_id, "segmentation/loss")}
+
+
 def test_preempted_job_resumes_from_checkpoint_with_identical_results(cluster, tmp_path):
-    steps = 30
+    steps = 400
     spec, out = _seg_spec(tmp_path, "preempted", steps)
     cfg = load_config(None, [*tiny_study_overrides(tmp_path), *_slurm_overrides(cluster, tmp_path)]).cluster
     job = make_executor(cfg, tmp_path / "submitit").submit(JobRunner(), spec)
-    deadline = time.monotonic() + 120
-    while not list((out / "checkpoints").glob("ckpt-*[0-9]")):  # wait for a first checkpoint, then preempt
-        assert time.monotonic() < deadline and not job.done(), f"no checkpoint before the job ended ({job.state})"
-        time.sleep(0.2)
-    job._interrupt()  # what a preemption or time limit sends: submitit checkpoints and requeues
-    deadline = time.monotonic() + 180
+    logs = tmp_path / "submitit" / f"{job.job_id}*_log.err"
+    seen = _wait_for_step(logs, job, 20)  # well into training, far from its end and from any periodic checkpoint
+    job._interrupt()  # SIGTERM, then submitit's USR2: the engine checkpoints, then submitit requeues
+    deadline = time.monotonic() + 240
     while not job.done():
         assert time.monotonic() < deadline, f"requeued job not done ({job.state})"
         time.sleep(0.5)
     summary = job.result()
     assert summary["key"] == spec.key
-    log = "\n".join(p.read_text() for p in (tmp_path / "submitit").glob(f"{job.job_id}*_log.err"))
-    assert "resum" in log.lower(), log[-2000:]  # the engine says it resumed from a checkpoint
+
+    # the interrupted attempt trained steps 1..k (its tracked curve, flushed when submitit closed it as KILLED);
+    # the checkpoint written at the signal holds exactly k steps and the requeued attempt went on from it
+    statuses = sorted(r.info.status for r in MlflowClient(spec.tracking_uri).search_runs([spec.experiment_id]))
+    assert statuses == ["FINISHED", "KILLED"]  # the interrupted attempt is closed, the requeued one finished
+    killed, finished = _loss_curve(spec, "KILLED"), _loss_curve(spec, "FINISHED")
+    k = max(killed)
+    assert sorted(killed) == list(range(1, k + 1)) and seen <= k < steps
+    assert sorted(finished) == list(range(k + 1, steps + 1))  # no step lost, none trained twice
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"ckpt-{k:09d}", f"ckpt-{steps:09d}"]
+    log = "\n".join(p.read_text() for p in logs.parent.glob(logs.name))
+    assert f"SIGUSR2 received: stopped after stage 'segmentation' step {k} " in log, log[-2000:]
+    assert f"resumed from {out / 'checkpoints' / f'ckpt-{k:09d}'} (stage 0, step {k})" in log, log[-2000:]
 
     reference, ref_out = _seg_spec(tmp_path, "uninterrupted", steps)
     execute(reference)
-    pd.testing.assert_frame_equal(pd.read_csv(out / "per_case.csv"), pd.read_csv(ref_out / "per_case.csv"))
-    client = MlflowClient(spec.tracking_uri)
-    statuses = sorted(r.info.status for r in client.search_runs([spec.experiment_id]))
-    assert statuses == ["FINISHED", "KILLED"]  # the interrupted attempt is closed, the requeued one finished
+    rows = [pd.read_csv(d / "per_case.csv").drop(columns="study") for d in (out, ref_out)]  # study: the names differ
+    pd.testing.assert_frame_equal(*rows)
+    assert {**killed, **finished} == _loss_curve(reference, "FINISHED")  # bit-identical losses at every step
+    weights = [torch.load(d / "segmenter.pt", weights_only=True)["state_dict"] for d in (out, ref_out)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[1])

@@ -10,7 +10,8 @@ Layout of ``<run>/checkpoints/ckpt-<global step, 9 digits>/``:
 
 The folder is assembled as ``ckpt-<step>.tmp``, flushed to disk (fsync) and renamed when complete, so a killed job
 or a crashed node leaves at most a ``.tmp`` folder, which resume ignores, and never touches earlier checkpoints.
-Everything of ours is loaded with ``torch.load(weights_only=True)``.
+Everything of ours is loaded with ``torch.load(weights_only=True)``. ``prune`` removes what a finished job no
+longer needs (all but the newest checkpoint, and ``.tmp`` leftovers).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import nn
 
 from benchmark.engine import distributed
 from benchmark.engine.contract import Trainable
-from benchmark.errors import CheckpointError
+from benchmark.errors import CheckpointError, ConfigError
 
 FORMAT = "lge-synthbench-checkpoint"
 VERSION = 1
@@ -53,12 +54,55 @@ def fingerprint(layout: list[str]) -> str:
     return hashlib.sha256("\n".join(layout).encode()).hexdigest()
 
 
+def _complete(root: Path) -> list[Path]:
+    """The complete checkpoint folders under ``root``, oldest (lowest step) first."""
+    if not root.is_dir():
+        return []
+    found = sorted((int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name)))
+    return [p for _, p in found]
+
+
 def find_latest(root: Path) -> Path | None:
     """The complete checkpoint folder with the highest step under ``root`` (``.tmp`` leftovers are ignored)."""
-    if not root.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return max(found)[1] if found else None
+    found = _complete(root)
+    return found[-1] if found else None
+
+
+def prune(root: Path, keep: int = 1) -> list[Path]:
+    """Remove the intermediate checkpoints of a finished job, keeping the newest ``keep`` complete ones.
+
+    What is kept and why: the newest checkpoint is the finished state (every network, optimizer and RNG state
+    after the last step). A generator job keeps no other copy of its trained networks: calling
+    ``train_generator`` (``fit`` with resume) on the same folder loads it and trains nothing, which is how a
+    generator is rebuilt to draw samples again. A segmentation job's later readers (quality, robustness) load
+    ``segmenter.pt``, which lives outside ``checkpoints/`` and is never touched here; the final checkpoint is what
+    a rerun of the job resumes to instead of training again. Older checkpoints (periodic ones, ends of earlier
+    stages, the one written at a preemption signal) only serve to resume an unfinished run, and ``.tmp``
+    leftovers of interrupted writes are never read at all: both are removed.
+
+    Call it only when no process writes into ``root`` any more (after ``fit`` returned on every rank).
+    The newest checkpoint's ``state.pt`` is read first: if it is damaged nothing is removed.
+
+    Args:
+        root: a run's ``checkpoints`` folder (a missing folder removes nothing).
+        keep: newest complete checkpoints to keep, at least 1.
+
+    Returns:
+        The folders removed: ``.tmp`` leftovers, then the older checkpoints, oldest first.
+    """
+    if keep < 1:
+        raise ConfigError(f"checkpoint prune: keep={keep} must be >= 1 (the newest checkpoint is the trained model)")
+    found = _complete(root)
+    if not found:
+        return []
+    read_state(found[-1])  # raises CheckpointError on a damaged newest checkpoint, before anything is removed
+    leftovers = sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith(".tmp") and _NAME.match(p.stem))
+    removed = leftovers + found[:-keep]
+    for path in removed:
+        shutil.rmtree(path)
+    if removed:
+        _fsync_dir(root)
+    return removed
 
 
 def rng_state() -> dict[str, Any]:
@@ -149,8 +193,7 @@ def _fsync_tree(folder: Path) -> None:
 def _prune(root: Path, keep: int) -> None:
     if keep <= 0:
         return
-    found = sorted((int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name)))
-    for _, path in found[:-keep]:
+    for path in _complete(root)[:-keep]:
         shutil.rmtree(path, ignore_errors=True)
 
 

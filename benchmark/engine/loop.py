@@ -13,7 +13,10 @@ an uninterrupted one would and (on the CPU, fp32) produces bit-identical losses.
 ``benchmark.engine.batches``.
 
 Checkpoints are folders ``out_dir/checkpoints/ckpt-<global step>/`` (see ``benchmark.engine.checkpoint``), written
-under a ``.tmp`` name and renamed when complete.
+under a ``.tmp`` name and renamed when complete: every ``train.checkpoint_every`` steps, at the end of every stage
+and, in a submitit job, at the step boundary after the preemption/time-out signal (``benchmark.engine.preemption``),
+before submitit's handler requeues the job. A checkpoint also holds the loss sums of the log interval in progress,
+so the history of a resumed run matches an uninterrupted one wherever it was cut.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from benchmark.engine import distributed
 from benchmark.engine.backends import DeepSpeedContext, TorchContext
 from benchmark.engine.batches import Batches, BatchFn, derive_seed, seed_everything
 from benchmark.engine.contract import Stage, Trainable
+from benchmark.engine.preemption import PreemptionHook
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.tracking.tracker import NullTracker, Tracker
 
@@ -118,7 +122,10 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _check_losses(losses: dict[str, torch.Tensor], stage: Stage, step: int) -> dict[str, float]:
+def _check_losses(
+    losses: dict[str, torch.Tensor], stage: Stage, step: int, stop: bool = False
+) -> tuple[dict[str, float], bool]:
+    """The losses as floats (raising on a non-finite one) and whether any rank asked to stop at this step."""
     if not losses:
         raise TrainingError(f"stage {stage.name!r} step {step}: train_step returned no losses")
     names = list(losses)
@@ -126,10 +133,12 @@ def _check_losses(losses: dict[str, torch.Tensor], stage: Stage, step: int) -> d
     if distributed.get_world_size() > 1:
         # every rank learns whether any rank's loss is non-finite (x * 0 is 0, or NaN for NaN and inf), so all of
         # them stop at this step with an error that names it, instead of failing (gloo) or waiting (NCCL) in the
-        # next step's collective for a rank that has gone
-        anywhere = distributed.all_reduce_mean((stacked * 0).sum().reshape(1))
+        # next step's collective for a rank that has gone; the same reduction carries the stop request (a signal
+        # may reach the ranks at different steps: all of them stop and checkpoint at the first step any rank saw it)
+        probe = (stacked * 0).sum().reshape(1)
+        anywhere = distributed.all_reduce_mean(torch.cat([probe, probe.new_full((1,), float(stop))]))
         stacked = torch.cat([stacked, anywhere])
-    values = stacked.cpu().tolist()  # one host copy for all losses (and the flag): a single device sync per step
+    values = stacked.cpu().tolist()  # one host copy for all losses (and the flags): a single device sync per step
     values, flag = values[: len(names)], values[len(names) :]
     for name, value in zip(names, values, strict=True):
         if not np.isfinite(value):
@@ -139,7 +148,7 @@ def _check_losses(losses: dict[str, torch.Tensor], stage: Stage, step: int) -> d
             f"stage {stage.name!r} step {step}: a loss is not finite on another rank (rank {distributed.get_rank()}"
             f" of {distributed.get_world_size()} stops with it; that rank's error names the loss)"
         )
-    return dict(zip(names, values, strict=True))
+    return dict(zip(names, values, strict=True)), (flag[1] > 0 if flag else stop)
 
 
 def _sync(device: torch.device, enabled: bool) -> None:
@@ -153,26 +162,35 @@ class _Progress:
     def __init__(self, every: int, tracker: Tracker, main: bool):
         self.every, self.tracker, self.main = max(1, every), tracker, main
         self.sums: dict[str, float] = {}
-        self.count = 0
+        self.count = 0  # steps in ``sums`` (some may come from the checkpoint a run resumed from)
+        self.timed = 0  # steps since ``t0``, for the speed
         self.t0 = time.perf_counter()
+
+    def state(self) -> dict[str, Any]:
+        """The sums of the log interval in progress (checkpointed)."""
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.sums, self.count = {k: float(v) for k, v in state.get("sums", {}).items()}, int(state.get("count", 0))
 
     def update(self, stage: Stage, step: int, global_step: int, values: dict[str, float]) -> dict[str, Any] | None:
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.count += 1
+        self.timed += 1
         if (step + 1) % self.every and step + 1 != stage.steps:
             return None
         elapsed = time.perf_counter() - self.t0
         means = {k: v / self.count for k, v in self.sums.items()}
         entry = {"stage": stage.name, "step": step + 1, "global_step": global_step, **means}
-        entry["steps_per_s"] = self.count / elapsed if elapsed > 0 else float("inf")
+        entry["steps_per_s"] = self.timed / elapsed if elapsed > 0 else float("inf")
         if self.main:
             text = " ".join(f"{k}={v:.4g}" for k, v in means.items())
             log.info("%s %d/%d %s (%.2f steps/s)", stage.name, step + 1, stage.steps, text, entry["steps_per_s"])
             metrics = {f"{stage.name}/{k}": v for k, v in means.items()}
             metrics[f"{stage.name}/steps_per_s"] = entry["steps_per_s"]
             self.tracker.log_metrics(metrics, step=global_step)
-        self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
+        self.sums, self.count, self.timed, self.t0 = {}, 0, 0, time.perf_counter()
         return entry
 
 
@@ -196,6 +214,10 @@ def fit(
     stage_steps: dict[str, int] | None = None,
 ) -> FitResult:
     """Train ``model`` through all its stages, with checkpoints, resume, NaN guard and progress.
+
+    In a submitit job the preemption/time-out signal is deferred to the end of the step in progress: every rank
+    stops at the same step, a checkpoint is written there and then submitit's handler runs (it requeues the job
+    and exits; the rerun resumes from that checkpoint). The handler is restored when ``fit`` returns.
 
     Args:
         model: the ``Trainable`` (its networks are moved to ``device``).
@@ -227,25 +249,30 @@ def fit(
     seed_everything(seed, rank)
     ctx = _make_context(model, stages, train, device, distributed.get_world_size())
     tracker = tracker if tracker is not None and rank == 0 else NullTracker()
-    run = _Run(model, ctx, train, Path(out_dir) / "checkpoints", seed, rank, tracker)
-    start_stage, start_step = run.resume() if resume else (0, 0)
-    for si in range(start_stage, len(stages)):
-        first = start_step if si == start_stage else 0
-        if first < stages[si].steps:
-            run.run_stage(batch_fn, si, stages[si], first)
-    ctx.finish()
+    with PreemptionHook() as hook:
+        run = _Run(model, ctx, train, Path(out_dir) / "checkpoints", seed, rank, tracker, hook)
+        run.train_all(batch_fn, stages, resume)
+        ctx.finish()
     return run.result
 
 
 class _Run:
     """The state of one ``fit`` call: context, progress, checkpoint folder and the result being built."""
 
-    def __init__(self, model: Trainable, ctx: Any, train: TrainConfig, root: Path, seed: int, rank: int, tracker):
+    def __init__(self, model: Trainable, ctx: Any, train: TrainConfig, root: Path, seed: int, rank: int, tracker, hook):
         self.model, self.ctx, self.train, self.root, self.seed, self.rank = model, ctx, train, root, seed, rank
+        self.hook, self.world = hook, distributed.get_world_size()
         self.layout = ckpt.model_layout(model.networks)
         self.progress = _Progress(train.log_every, tracker, rank == 0)
         self.result = FitResult()
         self.amp = _AMP_DTYPES.get(train.precision)
+
+    def train_all(self, batch_fn: BatchFn, stages: list[Stage], resume: bool) -> None:
+        start_stage, start_step = self.resume() if resume else (0, 0)
+        for si in range(start_stage, len(stages)):
+            first = start_step if si == start_stage else 0
+            if first < stages[si].steps:
+                self.run_stage(batch_fn, si, stages[si], first)
 
     def resume(self) -> tuple[int, int]:
         latest = ckpt.find_latest(self.root)
@@ -255,6 +282,7 @@ class _Run:
         res = self.result
         res.history, res.final_losses = list(state["history"]), dict(state["final_losses"])
         res.steps, res.checkpoint, res.resumed_from = state["global_step"], latest, latest
+        self.progress.restore(state.get("progress", {}))
         if self.rank == 0:
             log.info("resumed from %s (stage %d, step %d)", latest, state["stage_index"], state["step"])
         return state["stage_index"], state["step"]
@@ -268,21 +296,36 @@ class _Run:
     def _run_steps(self, batches: Batches, si: int, stage: Stage, first: int) -> None:
         every = self.train.checkpoint_every
         for step in range(first, stage.steps):
-            values = self._step(batches, si, stage, step)
+            values, stop = self._step(batches, si, stage, step)
             res = self.result
             res.steps += 1
             res.final_losses = values
             entry = self.progress.update(stage, step, res.steps, values)
             if entry is not None:
                 res.history.append(entry)
-            if step + 1 == stage.steps or (every > 0 and (step + 1) % every == 0):
-                meta = {"stage_index": si, "stage_name": stage.name, "step": step + 1, "global_step": res.steps}
-                meta |= {"history": res.history, "final_losses": values}
-                res.checkpoint = ckpt.save(
-                    self.root, self.ctx, self.model, self.layout, meta, self.train.keep_checkpoints
-                )
+            if self.world == 1:  # one rank, no agreement needed: a signal that came during the logging counts too
+                stop = self.hook.requested
+            if step + 1 == stage.steps or (every > 0 and (step + 1) % every == 0) or stop:
+                self._save(si, stage, step, values)
+            if stop or (self.world == 1 and self.hook.requested):  # ...and one during the save just written
+                self._stop(stage, step)
 
-    def _step(self, batches: Batches, si: int, stage: Stage, step: int) -> dict[str, float]:
+    def _save(self, si: int, stage: Stage, step: int, values: dict[str, float]) -> None:
+        res = self.result
+        meta = {"stage_index": si, "stage_name": stage.name, "step": step + 1, "global_step": res.steps}
+        meta |= {"history": res.history, "final_losses": values, "progress": self.progress.state()}
+        res.checkpoint = ckpt.save(self.root, self.ctx, self.model, self.layout, meta, self.train.keep_checkpoints)
+
+    def _stop(self, stage: Stage, step: int) -> None:
+        """After the checkpoint at the signal: hand over to the job's handler (which requeues and exits)."""
+        if self.rank == 0:
+            log.warning(
+                "%s received: stopped after stage %r step %d (global step %d), checkpoint %s",
+                self.hook.signum.name, stage.name, step + 1, self.result.steps, self.result.checkpoint,
+            )  # fmt: skip
+        self.hook.hand_over()
+
+    def _step(self, batches: Batches, si: int, stage: Stage, step: int) -> tuple[dict[str, float], bool]:
         ctx, device = self.ctx, self.ctx.device
         _sync(device, self.train.sync_timing)
         t0 = time.perf_counter()
@@ -293,7 +336,7 @@ class _Run:
         amp = torch.autocast(device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
         with amp:
             losses = self.model.train_step(ctx, stage, batch)
-        values = _check_losses(losses, stage, step)
+        values, stop = _check_losses(losses, stage, step, self.hook.requested)
         _sync(device, self.train.sync_timing)
         self.result.timings.append(StepTiming(stage.name, step, t1 - t0, time.perf_counter() - t1))
-        return values
+        return values, stop
