@@ -82,7 +82,7 @@ def _sweep_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def test_output_dir_that_cannot_be_created_is_one_error_line(tmp_path):
     base = tiny_study_overrides(tmp_path, n_splits=1)
-    proc = _sweep_cli(["--dry-run", *base, "output_dir=/proc/nope"], tmp_path)
+    proc = _sweep_cli([*base, "output_dir=/proc/nope", "tracking.enabled=false"], tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
         "error: /proc/nope/tiny: cannot create or write the study folder (output_dir=/proc/nope, name=tiny): "
@@ -94,7 +94,7 @@ def test_output_dir_that_cannot_be_created_is_one_error_line(tmp_path):
 def test_a_file_in_the_way_of_the_study_folder_is_named(tmp_path, capsys):
     blocker = tmp_path / "results.txt"
     blocker.write_text("an earlier note\n")
-    argv = ["--dry-run", *tiny_study_overrides(tmp_path, n_splits=1), f"output_dir={blocker}"]
+    argv = [*tiny_study_overrides(tmp_path, n_splits=1), f"output_dir={blocker}", "tracking.enabled=false"]
     assert main_guard(lambda: sweep_main(argv)) == 2
     err = capsys.readouterr().err
     assert err == (
@@ -105,7 +105,7 @@ def test_a_file_in_the_way_of_the_study_folder_is_named(tmp_path, capsys):
 
 
 def test_data_cache_that_cannot_be_created_fails_before_the_study_folder(tmp_path, capsys):
-    argv = ["--dry-run", *tiny_study_overrides(tmp_path, n_splits=1), "data.cache_dir=/proc/nope/cache"]
+    argv = [*tiny_study_overrides(tmp_path, n_splits=1), "data.cache_dir=/proc/nope/cache"]
     assert main_guard(lambda: sweep_main(argv)) == 2
     assert capsys.readouterr().err == (
         "error: /proc/nope/cache: cannot create or write the data cache (data.cache_dir=/proc/nope/cache): "

@@ -13,10 +13,10 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from benchmark.errors import ConfigError
+from benchmark.profiling import model as profiling_model
 from benchmark.profiling.flops import conv3d_flops, count_flops, network_step_flops, unet_training_flops
 from benchmark.profiling.grid import GridOptions, build_grid, group_grid, run_profile
 from benchmark.profiling.measure import ProfilePoint
-from benchmark.profiling import model as profiling_model
 from benchmark.profiling.results import COLUMNS, failed_row, finish_row
 
 REPO = Path(__file__).resolve().parents[1]

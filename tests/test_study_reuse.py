@@ -91,8 +91,14 @@ def test_the_earlier_dataset_kind_and_root_are_named(earlier, tmp_path):
 def test_sweep_launcher_prints_one_error_line(earlier):
     base, folder, old = earlier
     before = _snapshot(folder)
-    proc = subprocess.run([sys.executable, str(REPO / "launchers" / "sweep.py"), "--dry-run", *base,
-                           "data.phantom.seed=1"], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    argv = [
+        sys.executable,
+        str(REPO / "launchers" / "sweep.py"),
+        *base,
+        "data.phantom.seed=1",
+        "tracking.enabled=false",
+    ]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: holds a study of other data: "), lines

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import submitit
 from benchmark.atomic import write_text_atomic
 from benchmark.config import StudyConfig, build_section, config_hash, flatten, save_config, to_dict
 from benchmark.run.kinds import get_kind
+from benchmark.run.state import claim_folder
 from benchmark.segmentation.arms import parse_arm
 from benchmark.study import Study, code_version, data_fingerprint
 from benchmark.tracking.tracker import NullTracker, Tracker
@@ -40,6 +42,7 @@ class JobSpec:
         config: ``to_dict`` of the resolved StudyConfig.
         tracking_uri / experiment_id / parent_run_id: where to log (None: no tracking).
         cfg_hash: hash of the config sections and parameters this job's result depends on.
+        attempt: 1 for the first submission of this job key, +1 for each re-submission after a failure.
     """
 
     kind: str
@@ -50,6 +53,7 @@ class JobSpec:
     experiment_id: str | None
     parent_run_id: str | None
     cfg_hash: str
+    attempt: int = 1
 
 
 def run_name(kind: str, p: dict[str, Any]) -> str:
@@ -72,27 +76,45 @@ def out_dir(study: Study, kind: str, p: dict[str, Any]) -> Path:
     return get_kind(kind).out_dir(study, p)
 
 
+def done_summary(spec: JobSpec, study: Study) -> dict[str, Any] | None:
+    """The job's ``done.json`` when its output is on disk with the same config hash, else None."""
+    marker = out_dir(study, spec.kind, spec.params) / DONE_FILE
+    try:
+        summary = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if summary.get("cfg_hash") == spec.cfg_hash else None
+
+
 def already_done(spec: JobSpec, study: Study) -> bool:
     """True when the job's output is on disk with the same hash and (if tracked) its MLflow run FINISHED."""
-    marker = out_dir(study, spec.kind, spec.params) / DONE_FILE
-    if not marker.is_file():
+    if done_summary(spec, study) is None:
         return False
-    try:
-        if json.loads(marker.read_text()).get("cfg_hash") != spec.cfg_hash:
-            return False
-    except json.JSONDecodeError:
-        return False
-    if spec.tracking_uri is None:
+    if spec.tracking_uri is None or not get_kind(spec.kind).tracked:
         return True
     from benchmark.tracking.tracker import find_finished_run
 
     return find_finished_run(spec.tracking_uri, spec.experiment_id, spec.key, spec.cfg_hash) is not None
 
 
-def _tracker(spec: JobSpec, study: Study) -> Tracker:
-    from benchmark.engine.distributed import get_rank
+def slurm_job_id() -> str | None:
+    """This process's Slurm job id (``123`` or ``123_4`` for an array task), None outside Slurm."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
 
-    if spec.tracking_uri is None or get_rank() != 0:
+
+def _env_rank() -> int:
+    """The rank from the launcher's environment (the process group does not exist yet when a job starts)."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def _tracker(spec: JobSpec, study: Study) -> Tracker:
+    if spec.tracking_uri is None or _env_rank() != 0 or not get_kind(spec.kind).tracked:
         return NullTracker()
     from benchmark.tracking.tracker import MLflowTracker
 
@@ -106,7 +128,10 @@ def _tracker(spec: JobSpec, study: Study) -> Tracker:
         "leaky_protocol": study.cfg.splits.protocol == "shared",
         **{k: v for k, v in p.items()},
         **data_fingerprint(study),
+        "attempt": spec.attempt,
     }
+    if slurm_job_id():
+        tags["slurm_job_id"] = slurm_job_id()
     tags.update(get_kind(spec.kind).tags(study))
     tracker = MLflowTracker(
         spec.tracking_uri,
@@ -123,6 +148,9 @@ def _tracker(spec: JobSpec, study: Study) -> Tracker:
 def execute(spec: JobSpec) -> dict[str, Any]:
     """Run one job: the body of every executor's job.
 
+    The job first claims its output folder (``benchmark.run.state.claim_folder``): a second copy of the same job,
+    e.g. started by a second driver, waits for the first and then returns its summary without running again.
+
     Returns:
         A small JSON-safe summary (also written as ``done.json``).
     """
@@ -130,14 +158,34 @@ def execute(spec: JobSpec) -> dict[str, Any]:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = build_section(StudyConfig, spec.config, "")
     study = Study(cfg)
+    out = out_dir(study, spec.kind, spec.params)
+    if _env_rank() != 0:  # rank 0 holds the folder for the job's ranks
+        return _run(spec, study, out)
+    holder = f"{spec.key} attempt {spec.attempt}" + (f" (Slurm job {slurm_job_id()})" if slurm_job_id() else "")
+    with claim_folder(out, holder):
+        done = done_summary(spec, study)
+        if done is not None:
+            logging.getLogger(__name__).info("%s: already finished by another attempt", spec.key)
+            return done
+        from benchmark.engine.checkpoint import prune  # torch: only where a job runs, not in --status
+        from benchmark.engine.device import resolve_device
+
+        if get_kind(spec.kind).trains:
+            resolve_device(cfg.device)  # no silent CPU: device cuda on a node without a usable GPU stops here
+        summary = _run(spec, study, out)
+        if (out / "checkpoints").is_dir():  # the last checkpoint stays: the trained weights, and what a rerun loads
+            prune(out / "checkpoints", keep=1)
+        return summary
+
+
+def _run(spec: JobSpec, study: Study, out: Path) -> dict[str, Any]:
+    kind = get_kind(spec.kind)
     tracker = _tracker(spec, study)
     _ACTIVE["tracker"] = tracker
-    out = out_dir(study, spec.kind, spec.params)
     t0 = time.time()
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out)
-        summary = get_kind(spec.kind).body(study, spec.params, out, tracker)
+        save_config(study.cfg, out)
+        summary = kind.body(study, spec.params, out, tracker)
         summary = {"key": spec.key, "cfg_hash": spec.cfg_hash, "seconds": round(time.time() - t0, 2), **summary}
         tracker.log_metrics({"job_seconds": summary["seconds"]})
         tracker.log_artifact(out / "config.yaml")
@@ -167,44 +215,3 @@ class JobRunner(submitit.helpers.Checkpointable):
             with contextlib.suppress(Exception):  # never block the requeue on tracking
                 tracker.end("KILLED", error="preempted or timed out: requeued, resumes from its last checkpoint")
         return super().checkpoint(*args, **kwargs)
-
-
-def start_parent_run(uri: str, experiment_id: str, study: Study, gens: list[str]) -> Tracker:
-    """The sweep's parent run: config, data hash, code version, protocol."""
-    from benchmark.tracking.tracker import MLflowTracker
-
-    cfg = study.cfg
-    tags = {
-        "kind": "sweep",
-        "protocol": cfg.splits.protocol,
-        "leaky_protocol": cfg.splits.protocol == "shared",
-        "generators": ",".join(gens),
-        "git_commit": code_version(),
-        "executor": cfg.cluster.executor,
-        **data_fingerprint(study),
-    }
-    tracker = MLflowTracker(uri, experiment_id, f"sweep/{cfg.name}", tags, spool_dir=study.root / "tracking-spool")
-    tracker.log_params(flatten(cfg))
-    tracker.log_artifact(study.root / "config.yaml")
-    tracker.log_artifact(study.splits_path)
-    return tracker
-
-
-def finish_sweep(study: Study, parent: Tracker | None, outcomes: dict, seconds: float) -> Path | None:
-    """Analysis after the jobs: summary table on stdout, report file, parent run closed."""
-    from benchmark.analysis.collect import summarise_study
-    from benchmark.tracking.tracker import replay_spool
-
-    report = None
-    if parent is not None:  # what jobs could not send while the server was away
-        replay_spool(study.root / "tracking-spool", getattr(parent, "uri", None), quiet=True)
-    try:
-        report = summarise_study(study, outcomes)
-        if parent is not None and report is not None:
-            parent.log_artifact(report)
-    finally:
-        if parent is not None:
-            failed = [k for k, o in outcomes.items() if o.status != "done"]
-            parent.log_metrics({"sweep_seconds": seconds, "jobs": len(outcomes), "jobs_failed": len(failed)})
-            parent.end("FAILED" if failed else "FINISHED", error=", ".join(failed)[:4000] or None)
-    return report

@@ -1,27 +1,28 @@
 """``python launchers/sweep.py --splits 5``: the whole study as one job graph.
 
-The driver prepares the data, writes ``splits.json`` once and the composite maps of every scope, creates the
-MLflow experiment and the sweep's parent run, then dispatches: generator jobs (train + sample the training
-label maps of every split they serve), segmentation jobs (one per split x seed x arm), image-quality jobs
-(after their generator and the split's real-only segmenter). Jobs whose MLflow run already FINISHED with the
-same config hash are skipped, so re-running a sweep only runs what is missing or failed; interrupted jobs
-resume from their checkpoints. At the end the analysis runs and a summary table is printed.
+The graph: generator jobs (train + sample the training label maps of every split they serve), segmentation jobs
+(one per split x seed x arm), image-quality jobs (after their generator and the split's real-only segmenter).
+Jobs whose output is on disk with the same config hash (and whose MLflow run FINISHED) are skipped, so re-running
+a sweep only runs what is missing or failed; interrupted jobs resume from their checkpoints. How the graph runs
+(in this process's care, or submitted to Slurm and left there) is ``benchmark.run.drivers``; ``--status``,
+``--cancel`` and ``--dry-run`` read no data.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
-import time
 from pathlib import Path
 
-from benchmark.config import ClusterConfig, StudyConfig, build_section, load_config, read_yaml, to_dict
+from benchmark.config import ClusterConfig, StudyConfig, build_section, load_config, read_yaml
 from benchmark.errors import ConfigError
 from benchmark.generators import GENERATORS
-from benchmark.run.dispatch import JobNode, Outcome, dispatch
-from benchmark.run.job import JobRunner, JobSpec, job_hash, run_name
+from benchmark.run.drivers import run_in_driver, run_on_slurm
+from benchmark.run.job import run_name
+from benchmark.run.kinds import KINDS
+from benchmark.run.submit import cancel_study, status_text
 from benchmark.segmentation.arms import expand_arms, parse_arm
+from benchmark.study import Study
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
@@ -43,7 +44,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dataset-kind", default=None, help="phantom | la2018 | msd | lascarqs | nnunet")
     p.add_argument("--tracking-uri", default=None, help="MLflow server, e.g. http://127.0.0.1:5000")
     p.add_argument("--protocol", default=None, help="per_split | disjoint_pool | shared")
-    p.add_argument("--dry-run", action="store_true", help="print the job graph and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the job graph and exit (reads no data)")
+    p.add_argument("--status", action="store_true", help="where the study stands: done/running/queued/failed/skipped")
+    p.add_argument("--cancel", action="store_true", help="scancel this study's queued and running Slurm jobs")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--detach", action="store_true", help="slurm: submit the study and exit (the default)")
+    mode.add_argument("--follow", action="store_true", help="slurm: submit, then wait and print progress")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, before or after the flags")
     return p.parse_intermixed_args(argv)
 
@@ -128,71 +134,68 @@ def _ratios(cfg: StudyConfig, arm: str) -> tuple[float, ...]:
 
 
 def main(argv: list[str]) -> int:
-    """Run (or dry-run) a sweep; returns the exit code (1 when any job failed)."""
-    from benchmark.run import job as J
-    from benchmark.study import prepare_study
-    from benchmark.tracking.tracker import check_reachable, default_uri, ensure_experiment, replay_spool
-
+    """Run, submit, dry-run, show or cancel a study; returns the exit code (1 when any job failed)."""
     args = parse_args(argv)
     if not logging.getLogger().handlers:  # in-process jobs stay quiet; job logs of other executors keep INFO
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg, gens = resolve_config(args)
-    t0 = time.time()
-    uri = cfg.tracking.uri or default_uri(cfg.study_dir)
-    if cfg.tracking.enabled:
-        check_reachable(uri)  # before anything is prepared or submitted
-    study = prepare_study(cfg)
-    graph = build_graph(cfg, gens, len(study.plan.splits), study.scope)
-    if args.dry_run:
-        counts: dict[str, int] = {}
-        for _, kind, _, _ in graph:
-            counts[kind] = counts.get(kind, 0) + 1
-        print(f"study {cfg.name}: {len(graph)} jobs " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-        for key, _, _, deps in graph:
-            print(f"  {key}" + (f"  <- {', '.join(deps)}" if deps else ""))
+    study = Study(cfg)  # paths only: nothing here reads or prepares data
+    if args.status:
+        print(status_text(study))
         return 0
-    exp_id = parent = None
-    if cfg.tracking.enabled:
-        exp_id = ensure_experiment(uri, cfg.tracking.experiment or cfg.name, study.root / "mlartifacts")
-        replay_spool(study.root / "tracking-spool", uri, quiet=True)  # left over from an earlier outage
-        parent = J.start_parent_run(uri, exp_id, study, gens)
-    nodes, skipped = [], 0
-    for key, kind, params, deps in graph:
-        spec = JobSpec(
-            kind=kind,
-            key=key,
-            params=params,
-            config=to_dict(cfg),
-            tracking_uri=uri if cfg.tracking.enabled else None,
-            experiment_id=exp_id,
-            parent_run_id=parent.run_id if parent else None,
-            cfg_hash=job_hash(cfg, kind, params),
-        )
-        if J.already_done(spec, study):
-            skipped += 1
-            nodes.append(JobNode(key, kind, None, (), deps))
-        else:
-            nodes.append(JobNode(key, kind, JobRunner(), (spec,), deps))
-    print(
-        f"study {cfg.name}: {len(nodes)} jobs ({skipped} already finished), executor={cfg.cluster.executor}, "
-        f"protocol={cfg.splits.protocol}",
-        flush=True,
-    )
-    outcomes = dispatch(nodes, cfg.cluster, Path(cfg.cluster.folder or study.root / "submitit"), on_outcome=_progress)
-    failed = [o for o in outcomes.values() if o.status != "done"]
-    report = J.finish_sweep(study, parent, outcomes, time.time() - t0)
-    print(f"MLflow store: {uri}  (UI: launchers/mlflow_ui.sh {study.root})")
-    if report:
-        print(f"report: {report}")
-    if failed:
-        print(f"{len(failed)} job(s) did not finish:", file=sys.stderr)
-        for o in failed:
-            first = o.error.strip().splitlines()[-1] if o.error.strip() else ""
-            print(f"  {o.key}: {o.status}: {first}", file=sys.stderr)
-        return 1
+    if args.cancel:
+        return _cancel(study)
+    graph = build_graph(cfg, gens, cfg.splits.n_splits, study.scope)
+    if args.dry_run:
+        _print_graph(cfg, graph)
+        return 0
+    check_devices(cfg)
+    if cfg.cluster.executor == "slurm":
+        return run_on_slurm(study, gens, graph, follow_jobs=args.follow, argv=argv)
+    if args.detach:
+        raise ConfigError(f"--detach: the {cfg.cluster.executor} executor runs jobs in this process's care; use slurm")
+    return run_in_driver(study, gens, graph)
+
+
+def _print_graph(cfg: StudyConfig, graph: list[tuple[str, str, dict, tuple]]) -> None:
+    counts: dict[str, int] = {}
+    for _, kind, _, _ in graph:
+        counts[kind] = counts.get(kind, 0) + 1
+    print(f"study {cfg.name}: {len(graph)} jobs " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    for key, _, _, deps in graph:
+        print(f"  {key}" + (f"  <- {', '.join(deps)}" if deps else ""))
+
+
+def _cancel(study: Study) -> int:
+    keys = cancel_study(study)
+    print(f"study {study.cfg.name}: cancelled {len(keys)} queued or running Slurm job(s)")
+    for key in keys:
+        print(f"  {key}")
     return 0
 
 
-def _progress(out: Outcome) -> None:
-    mark = {"done": "ok", "failed": "FAILED", "skipped": "skipped"}[out.status]
-    print(f"[{mark:>7}] {out.key} ({out.seconds:.1f}s)", flush=True)
+def check_devices(cfg: StudyConfig) -> None:
+    """No silent CPU: ``device: cuda`` needs a GPU where the training jobs run.
+
+    In-driver executors run here, so this machine needs one; on Slurm every training kind's resources must give
+    one (``cluster.gpus_per_node``, ``cluster.resources.<kind>`` or ``cluster.gres``).
+    """
+    if cfg.device != "cuda":
+        return
+    if cfg.cluster.executor != "slurm":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device: cuda, but this machine has no usable GPU and the {cfg.cluster.executor} executor runs "
+                "jobs here; add --cluster configs/cluster/slurm_v100.yaml (or another cluster YAML) to run on "
+                "GPU nodes, or device=cpu to run on this CPU"
+            )
+        return
+    for kind in KINDS.values():
+        if kind.trains and not cfg.cluster.gres and not cfg.cluster.for_kind(kind.name).gpus_per_node:
+            raise ConfigError(
+                f"device: cuda, but the cluster gives {kind.name} jobs no GPU (cluster.gpus_per_node / "
+                f"cluster.resources.{kind.name}.gpus_per_node is 0); add --cluster configs/cluster/slurm_v100.yaml "
+                "or set the GPUs for this kind"
+            )

@@ -1,5 +1,4 @@
-"""Experiment tracking. This module is the only code in the suite that imports mlflow (``benchmark.tracking.runs``,
-the read side, gets its client from ``client_for``).
+"""Experiment tracking, the only module that imports mlflow (the read side gets its client from ``client_for``).
 
 Jobs receive a ``Tracker``; on ranks other than 0 and in tests it is a ``NullTracker``, so model and engine
 code never checks ranks or tracking settings.
@@ -216,6 +215,8 @@ class MLflowTracker(Tracker):
         spool_dir: the local fallback store (default ``$LGE_TRACKING_SPOOL`` or ``~/.cache/lge-synthbench``).
         request_timeout: seconds one HTTP request may take.
         max_delay: longest back-off between two tries of the queue, seconds.
+        run_id: an existing run to log into and end instead of creating one (a sweep's parent run, closed on Slurm
+            by the study's report job).
     """
 
     def __init__(
@@ -231,6 +232,7 @@ class MLflowTracker(Tracker):
         spool_dir: str | Path | None = None,
         request_timeout: float = 30.0,
         max_delay: float = 15.0,
+        run_id: str | None = None,
     ):
         from benchmark.tracking.spool import Spool, default_spool_dir
 
@@ -248,8 +250,10 @@ class MLflowTracker(Tracker):
         all_tags = {k: str(v) for k, v in (tags or {}).items()} | {"tracker_token": token}
         if parent_run_id:
             all_tags[MLFLOW_PARENT_TAG] = parent_run_id
-        run = self._blocking(lambda: self._create_run(experiment_id, all_tags, run_name, token), "create the run")
-        self.run_id = run.info.run_id
+        if run_id is None:
+            run = self._blocking(lambda: self._create_run(experiment_id, all_tags, run_name, token), "create the run")
+            run_id = run.info.run_id
+        self.run_id = run_id
         self._spool = Spool(self.spool_dir, {"uri": uri, "run_id": self.run_id, "run_name": run_name})
 
     def _create_run(self, experiment_id: str, tags: dict[str, str], run_name: str, token: str):

@@ -14,8 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from benchmark.errors import TrackingError
-from benchmark.tracking.tracker import MLflowTracker, default_uri, ensure_experiment, replay_spool
 from benchmark.tracking import spool as tracking_spool
+from benchmark.tracking.tracker import MLflowTracker, default_uri, ensure_experiment, replay_spool
 
 
 @pytest.fixture()

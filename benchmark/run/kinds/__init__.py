@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmark.errors import ConfigError
-from benchmark.run.kinds import generator, quality, segmentation
+from benchmark.run.kinds import generator, prepare, quality, report, segmentation
 from benchmark.run.kinds.base import JobKind
 
 KINDS: dict[str, JobKind] = {}
@@ -17,9 +17,11 @@ def register(kind: JobKind) -> JobKind:
     return kind
 
 
+register(prepare.KIND)
 register(generator.KIND)
 register(segmentation.KIND)
 register(quality.KIND)
+register(report.KIND)
 
 
 def get_kind(name: str) -> JobKind:

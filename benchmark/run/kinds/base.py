@@ -29,6 +29,8 @@ class JobKind:
         out_dir: (study, parameters) -> the folder the job writes (its ``done.json`` marks success).
         body: (study, parameters, output folder, tracker) -> a small JSON-safe summary.
         tags: (study) -> extra MLflow tags of this kind's runs.
+        tracked: whether a job of this kind opens its own MLflow run (the study's bookkeeping kinds do not).
+        trains: whether it trains networks on the study's ``device`` (a GPU is required where that is ``cuda``).
     """
 
     name: str
@@ -37,3 +39,5 @@ class JobKind:
     out_dir: Callable[[Study, dict[str, Any]], Path]
     body: Body
     tags: Callable[[Study], dict[str, Any]] = lambda study: {}
+    tracked: bool = True
+    trains: bool = False

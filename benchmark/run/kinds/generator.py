@@ -100,4 +100,5 @@ KIND = JobKind(
     run_name=run_name,
     out_dir=lambda study, p: study.generator_dir(p["generator"], p["scope"], p["seed"]),
     body=run_generator,
+    trains=True,
 )
