@@ -62,13 +62,18 @@ def test_tiny_sweep_through_sbatch(cluster, tmp_path, capsys):
         "pix2pix3d",
         *tiny_study_overrides(tmp_path, n_splits=1),
         *_slurm_overrides(cluster, tmp_path),
+        "cluster.poll_s=1",
+        "--follow",  # submit, then wait for the study as it runs on the cluster
     ]
     assert main(args) == 0, capsys.readouterr().err
+    assert "[     ok] report" in capsys.readouterr().out
     jobs = _sacct_jobs(tmp_path / "submitit")
-    # generator, 3 segmentation arms (real, real+augmented, real+pix2pix3d) and quality: every one through sbatch
-    assert len(jobs) >= 5, jobs
+    # data preparation, generator, 3 segmentation arms (real, real+augmented, real+pix2pix3d), quality and the
+    # report: every one through sbatch
+    assert len(jobs) >= 7, jobs
     assert all(line.endswith("COMPLETED") for line in jobs), jobs
-    assert {line.split("|")[1] for line in jobs} == {"lge-generator", "lge-segmentation", "lge-quality"}
+    kinds = ("prepare", "generator", "segmentation", "quality", "report")
+    assert {line.split("|")[1] for line in jobs} == {f"lge-tiny-{k}" for k in kinds}
     client = MlflowClient(default_uri(tmp_path / "tiny"))
     exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id])
@@ -140,7 +145,8 @@ def test_preempted_job_resumes_from_checkpoint_with_identical_results(cluster, t
     k = max(killed)
     assert sorted(killed) == list(range(1, k + 1)) and seen <= k < steps
     assert sorted(finished) == list(range(k + 1, steps + 1))  # no step lost, none trained twice
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"ckpt-{k:09d}", f"ckpt-{steps:09d}"]
+    # after success the intermediate checkpoint is pruned; the final one (the trained weights) stays
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"ckpt-{steps:09d}"]
     log = "\n".join(p.read_text() for p in logs.parent.glob(logs.name))
     assert f"SIGUSR2 received: stopped after stage 'segmentation' step {k} " in log, log[-2000:]
     assert f"resumed from {out / 'checkpoints' / f'ckpt-{k:09d}'} (stage 0, step {k})" in log, log[-2000:]

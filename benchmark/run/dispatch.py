@@ -1,4 +1,4 @@
-"""Where jobs run: the one place that talks to submitit.
+"""Executors a driver waits on (debug | pool | local, and Slurm jobs polled by the profiler), and ``dispatch``.
 
 Executors (``cluster.executor``):
 
@@ -6,8 +6,8 @@ Executors (``cluster.executor``):
 - ``pool``: ``cluster.max_local_jobs`` persistent worker processes on this machine, each importing the suite
   once (a job in a fresh process spends ~9 s importing torch and MONAI on a laptop CPU); the laptop default;
 - ``local``: submitit's local executor, one process per job, up to ``cluster.max_local_jobs`` at once;
-- ``slurm``: submitit's Slurm executor with partition, GPUs, tasks, time, account, constraint, mem and qos from
-  ``configs/cluster/*.yaml``. Jobs that become ready together go as one job array (``executor.batch()``).
+- ``slurm``: submitit's Slurm executor (``benchmark.run.slurm``), polled by this process: the profiler's grid.
+  A study on Slurm does not use this: it is submitted whole and left on the cluster (``benchmark.run.submit``).
 
 ``dispatch`` runs a job graph: a job is submitted once every job it depends on has succeeded; a failed job
 marks its dependants as skipped and everything independent carries on.
@@ -139,25 +139,10 @@ def make_executor(cfg: ClusterConfig, folder: str | Path) -> Any:
             gpus_per_node=cfg.gpus_per_node,
         )
         return ex
-    if cfg.executor == "slurm":
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-        params: dict[str, Any] = dict(
-            timeout_min=cfg.timeout_min,
-            nodes=cfg.nodes,
-            tasks_per_node=cfg.tasks_per_node,
-            cpus_per_task=cfg.cpus_per_task,
-            gpus_per_node=cfg.gpus_per_node or None,
-            slurm_array_parallelism=cfg.array_parallelism,
-        )
-        if cfg.partition:
-            params["slurm_partition"] = cfg.partition
-        if cfg.mem_gb:
-            params["mem_gb"] = cfg.mem_gb
-        for key in ("account", "constraint", "qos"):
-            if getattr(cfg, key):
-                params[f"slurm_{key}"] = getattr(cfg, key)
-        ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
-        return ex
+    if cfg.executor == "slurm":  # jobs polled by this process (the profiler's grid); studies use run.submit
+        from benchmark.run.slurm import slurm_executor
+
+        return slurm_executor(cfg, "job", folder, "profile", [])
     raise ConfigError(f"cluster.executor: {cfg.executor!r} is not one of debug, local, slurm")
 
 
