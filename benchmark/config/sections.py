@@ -154,7 +154,7 @@ class TrainConfig:
     zero_stage: int | None = None  # None = the stage in deepspeed_config; 0-2 override it
     batch_size: int = 2  # per rank (DeepSpeed's micro batch); the global batch is batch_size x world size
     checkpoint_every: int = 100  # optimizer steps; checkpoints are also written at the end of every stage
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk; 0 = keep all
+    keep_checkpoints: int = 2  # newest checkpoints kept while training, 1 after success; 0 = keep all, always
     log_every: int = 25
     sync_timing: bool = False  # synchronise the device around each step so per-step timings are exact
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default

@@ -173,7 +173,8 @@ def execute(spec: JobSpec) -> dict[str, Any]:
         if get_kind(spec.kind).trains:
             resolve_device(cfg.device)  # no silent CPU: device cuda on a node without a usable GPU stops here
         summary = _run(spec, study, out)
-        if (out / "checkpoints").is_dir():  # the last checkpoint stays: the trained weights, and what a rerun loads
+        # the last checkpoint stays: the trained weights, and what a rerun loads; keep_checkpoints=0 keeps every one
+        if (out / "checkpoints").is_dir() and cfg.train.keep_checkpoints != 0:
             prune(out / "checkpoints", keep=1)
         return summary
 
