@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from study_fixtures import tiny_study_overrides
 
-from benchmark.errors import ConfigError
+from benchmark.errors import ConfigError, DataError
 from benchmark.run.sweep import main
 from benchmark.tracking.tracker import default_uri
 
@@ -32,11 +32,20 @@ def test_cuda_with_a_local_executor_on_a_machine_without_gpu_is_refused(tmp_path
         main([*tiny_study_overrides(tmp_path), "device=cuda", "cluster.executor=pool"])
 
 
-def test_dry_run_reads_no_data(tmp_path, capsys):
-    args = [*tiny_study_overrides(tmp_path), "data.kind=la2018", f"data.root={tmp_path / 'no_such_dataset'}"]
+def test_dry_run_lists_the_dataset_but_reads_no_voxel_and_writes_nothing(tmp_path, capsys):
+    data = tmp_path / "la2018"
+    for case in ("a01", "a02", "a03"):  # empty files: a voxel read would fail on them
+        (data / case).mkdir(parents=True)
+        for name in ("lgemri.nrrd", "laendo.nrrd"):
+            (data / case / name).write_bytes(b"")
+    out_dir = tmp_path / "out"
+    args = [*tiny_study_overrides(out_dir), "data.kind=la2018", f"data.root={data}", "data.exclude=[a02]"]
     assert main(["--dry-run", *args]) == 0
-    assert "study tiny: " in capsys.readouterr().out
-    assert list(tmp_path.iterdir()) == []  # no cache, no study folder
+    out = capsys.readouterr().out
+    assert f"dataset: 2 la2018 scans in {data} (no voxel read)" in out and "study tiny: " in out
+    assert not out_dir.exists()  # no cache, no study folder
+    with pytest.raises(DataError, match="dataset folder not found"):
+        main(["--dry-run", *args[:-2], f"data.root={tmp_path / 'missing'}"])
 
 
 @pytest.mark.slow

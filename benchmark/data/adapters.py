@@ -309,3 +309,21 @@ def import_dataset(data: DataConfig, out_dir: str | Path) -> Manifest:
     if data.kind not in ADAPTERS:
         raise ConfigError(f"data.kind: {data.kind!r} is not one of {', '.join(ADAPTERS)}")
     return ADAPTERS[data.kind](data, out_dir)
+
+
+def list_cases(data: DataConfig) -> list[str]:
+    """The case ids the configured dataset would import, found from file names alone (no voxel is read, nothing is
+    written): what ``--dry-run`` checks on a login node.
+
+    Args:
+        data: the data section (``kind``, ``root``, ``exclude``).
+    """
+    layout = ADAPTERS.get(data.kind)
+    if not isinstance(layout, Layout):
+        raise ConfigError(f"data.kind: {data.kind!r} has no file layout to list (the phantom is generated)")
+    if not data.root:
+        raise ConfigError(f"data.root: a {data.kind} dataset needs its folder (--data PATH)")
+    root = Path(data.root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    return [c.case_id for c in drop_excluded(layout.discover(root), data.exclude, root)]
