@@ -17,19 +17,10 @@ import numpy as np
 from scipy import stats as sps
 
 __all__ = [
-    "BootstrapResult",
-    "CorrectedTTestResult",
-    "WilcoxonResult",
-    "bootstrap_ci",
-    "cohens_dz",
-    "corrected_resampled_ttest",
-    "holm",
-    "min_pairs_reason",
-    "paired_bootstrap_ci",
-    "paired_differences",
-    "rank_biserial",
-    "wilcoxon_greater",
-]
+    "BootstrapResult", "CorrectedTTestResult", "WilcoxonResult", "bootstrap_ci", "cohens_dz",
+    "corrected_resampled_ttest", "holm", "lucky_split_count", "min_detectable_effect", "min_pairs_reason",
+    "paired_bootstrap_ci", "paired_differences", "rank_biserial", "wilcoxon_greater",
+]  # fmt: skip
 
 WILCOXON_ZERO_METHOD = "wilcox"  # zero differences carry no sign information: drop them (Wilcoxon 1945)
 WILCOXON_EXACT_MAX_N = 50  # scipy's own cut-off for the exact null distribution
@@ -60,6 +51,7 @@ class CorrectedTTestResult:
     test_train_ratio: float
     alternative: str
     reason: str | None = None
+    se: float = float("nan")  # sqrt((1/J + n_test/n_train) * var(d)): the corrected standard error of mean(d)
 
 
 @dataclass(frozen=True)
@@ -197,12 +189,67 @@ def corrected_resampled_ttest(
     if j < 2:
         reason = min_pairs_reason(j, 2, "splits")
         return CorrectedTTestResult(np.nan, max(j - 1, 0), np.nan, mean, j, ratio, alternative, reason)
-    var = float(np.var(da, ddof=1))
-    if var == 0.0:
-        t = 0.0 if mean == 0.0 else float(np.sign(mean) * np.inf)
-    else:
-        t = mean / float(np.sqrt((1.0 / j + ratio) * var))
-    return CorrectedTTestResult(t, j - 1, _t_pvalue(t, j - 1, alternative), mean, j, ratio, alternative)
+    se = float(np.sqrt((1.0 / j + ratio) * float(np.var(da, ddof=1))))
+    t = (0.0 if mean == 0.0 else float(np.sign(mean) * np.inf)) if se == 0.0 else mean / se
+    return CorrectedTTestResult(t, j - 1, _t_pvalue(t, j - 1, alternative), mean, j, ratio, alternative, se=se)
+
+
+def min_detectable_effect(
+    d: Sequence[float],
+    n_train: float | Sequence[float],
+    n_test: float | Sequence[float],
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    alternative: str = "two-sided",
+) -> float:
+    """Smallest true mean difference the corrected resampled t-test detects with probability ``power``.
+
+    With ``J`` splits, ``s^2 = var(d, ddof=1)`` of the per-split differences and ``r`` the mean ``n_test/n_train``
+    (the standard error of :func:`corrected_resampled_ttest`)::
+
+        SE  = sqrt((1/J + r) * s^2)
+        MDE = (t_{1 - alpha/k, J-1} + t_{power, J-1}) * SE,   k = 2 two-sided, k = 1 one-sided
+
+    with ``t_{q, J-1}`` the ``q`` quantile of Student's t on ``J - 1`` df (a two-sided test's far tail neglected).
+
+    Args:
+        d: per-split mean differences (NaN entries are dropped).
+        n_train: training-set size, a scalar or one per split.
+        n_test: test-set size, a scalar or one per split.
+        alpha: the test's level (after any multiplicity correction the verdict applies).
+        power: the wanted probability of detecting a true effect of size MDE, in (0, 1).
+        alternative: "two-sided", "greater" or "less" (the MDE is a magnitude either way).
+
+    Returns:
+        The MDE in the units of ``d`` (0 when all splits agree exactly); NaN with fewer than 2 splits.
+
+    Raises:
+        ValueError: for ``alpha`` or ``power`` outside (0, 1), an unknown ``alternative`` or non-positive sizes.
+    """
+    if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
+        raise ValueError(f"alpha and power must lie in (0, 1), not {alpha} and {power}")
+    res = corrected_resampled_ttest(d, n_train, n_test, alternative=alternative)
+    if res.n_splits < 2:
+        return float("nan")
+    k = 2.0 if alternative == "two-sided" else 1.0
+    return float((sps.t.ppf(1.0 - alpha / k, res.df) + sps.t.ppf(power, res.df)) * res.se)
+
+
+def lucky_split_count(split_pvalues: Sequence[float], alpha: float = 0.05) -> tuple[int, int]:
+    """On how many single splits the one-split protocol claims a gain: ``#{j : p_j < alpha}``, where ``p_j`` is the
+    paired one-sided Wilcoxon test (:func:`wilcoxon_greater`) on split ``j``'s test cases.
+
+    Args:
+        split_pvalues: the one-sided Wilcoxon p-value of each split (NaN for a split that was not tested).
+        alpha: the single-split protocol's level (0.05 in the paper).
+
+    Returns:
+        ``(claims, tested)``: splits with ``p < alpha`` and splits with a finite p-value.
+    """
+    p = np.asarray(split_pvalues, dtype=np.float64).ravel()
+    p = p[np.isfinite(p)]
+    return int(np.count_nonzero(p < alpha)), int(p.size)
 
 
 def bootstrap_ci(

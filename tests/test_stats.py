@@ -144,3 +144,41 @@ def test_effect_sizes_known_values():
 def test_min_pairs_reason():
     assert stats.min_pairs_reason(5, 5) is None
     assert stats.min_pairs_reason(4, 5, "splits") == "4 splits < minimum 5"
+
+
+# Student's t quantiles from the tables (checked against scipy below): t_{q, df}
+T_975_4, T_95_4, T_80_4 = 2.7764451052, 2.1318467863, 0.9409645772
+
+
+def test_t_table_constants():
+    assert sps.t.ppf([0.975, 0.95, 0.8], 4) == pytest.approx([T_975_4, T_95_4, T_80_4], abs=1e-9)
+
+
+def test_min_detectable_effect_matches_hand_computation():
+    # same splits as the corrected t above: SE = sqrt((1/5 + 30/70) * 6.25e-5) = 0.0062678317
+    d = [0.02, 0.01, 0.03, 0.015, 0.025]
+    se = np.sqrt((0.2 + 30 / 70) * 6.25e-5)
+    assert se == pytest.approx(0.0062678317, abs=1e-10)
+    # two-sided at 0.05, 80% power: (t_{0.975,4} + t_{0.8,4}) * SE = 3.7174096824 * 0.0062678317 = 0.0233001...
+    two = stats.min_detectable_effect(d, 70, 30, alpha=0.05, power=0.8)
+    assert two == pytest.approx((T_975_4 + T_80_4) * se, rel=1e-9)
+    assert two == pytest.approx(0.02330009, abs=1e-8)
+    # one-sided: (t_{0.95,4} + t_{0.8,4}) * SE = 3.0728113635 * 0.0062678317
+    one = stats.min_detectable_effect(d, 70, 30, alpha=0.05, power=0.8, alternative="greater")
+    assert one == pytest.approx((T_95_4 + T_80_4) * se, rel=1e-9)
+    # a stricter level (alpha / 4, as Holm over four arms guarantees) needs a larger effect
+    assert stats.min_detectable_effect(d, 70, 30, alpha=0.0125) > two > one
+
+
+def test_min_detectable_effect_edge_cases():
+    assert np.isnan(stats.min_detectable_effect([0.01], 70, 30))  # one split: no variance across splits
+    assert stats.min_detectable_effect([0.01, 0.01, np.nan], 70, 30) == 0.0  # identical splits
+    with pytest.raises(ValueError, match="alpha and power"):
+        stats.min_detectable_effect([0.01, 0.02], 70, 30, power=1.0)
+
+
+def test_lucky_split_count_counts_strictly_below_alpha():
+    # p < 0.05 on splits 1 and 3 only (0.05 itself is not a claim); the NaN split was not tested
+    assert stats.lucky_split_count([0.2, 0.01, 0.05, 0.049, np.nan]) == (2, 4)
+    assert stats.lucky_split_count([0.2, 0.01, 0.05, 0.049], alpha=0.1) == (3, 4)
+    assert stats.lucky_split_count([]) == (0, 0)

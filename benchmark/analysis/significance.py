@@ -13,18 +13,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from benchmark import stats
 from benchmark.errors import DataError
 
-__all__ = ["COLUMNS", "LOWER_IS_BETTER", "normalise_split_sizes", "significance_table"]
+__all__ = ["COLUMNS", "LOWER_IS_BETTER", "POWER", "SINGLE_SPLIT_ALPHA", "normalise_split_sizes", "significance_table"]
 
 LOWER_IS_BETTER = frozenset({"hd95", "assd"})
+POWER = 0.8  # of the minimum detectable effect
+SINGLE_SPLIT_ALPHA = 0.05  # the paper's one-split protocol: one-tailed paired Wilcoxon, p < 0.05
 REQUIRED = ("split", "arm", "case_id", "metric", "value")
 COLUMNS = [
     "arm", "baseline", "metric", "scope", "split", "n_pairs", "n_splits", "mean_diff", "ci_low", "ci_high",
     "effect_dz", "rank_biserial", "wilcoxon_stat", "wilcoxon_p", "wilcoxon_p_holm", "wilcoxon_method",
-    "t_stat", "df", "test_train_ratio", "t_p", "t_p_greater", "p_holm", "alpha", "verdict", "reason", "note",
+    "t_stat", "df", "test_train_ratio", "t_se", "t_ci_low", "t_ci_high", "t_p", "t_p_greater", "p_holm", "alpha",
+    "verdict", "mde", "mde_alpha", "lucky_splits", "reason", "note",
 ]  # fmt: skip
 
 
@@ -154,6 +158,9 @@ def _pooled_row(
     two = stats.corrected_resampled_ttest(split_means, n_train, n_test, alternative="two-sided")
     one = stats.corrected_resampled_ttest(split_means, n_train, n_test, alternative="greater")
     row.update(t_stat=two.t, df=two.df, test_train_ratio=two.test_train_ratio, t_p=two.p, t_p_greater=one.p)
+    if np.isfinite(two.se):  # the corrected t interval of the mean difference, in the metric's own direction
+        half = float(sps.t.ppf(1.0 - base["alpha"] / 2.0, two.df)) * two.se
+        row.update(t_se=two.se, t_ci_low=row["mean_diff"] - half, t_ci_high=row["mean_diff"] + half)
     if two.reason:
         row["reason"] = f"corrected t-test needs >= 2 splits: {two.reason}"
     return row
@@ -208,7 +215,7 @@ def _split_sort_key(split: str) -> tuple[int, Any]:
     return (0, int(split)) if split.lstrip("-").isdigit() else (1, split)
 
 
-def _verdicts(table: pd.DataFrame, alpha: float, metric: str) -> pd.DataFrame:
+def _verdicts(table: pd.DataFrame, alpha: float, metric: str, sizes: dict[str, tuple[float, float]]) -> pd.DataFrame:
     pooled = table["scope"] == "pooled"
     padj = stats.holm(table.loc[pooled, "t_p"].to_numpy(dtype=np.float64))
     table.loc[pooled, "p_holm"] = padj
@@ -216,6 +223,7 @@ def _verdicts(table: pd.DataFrame, alpha: float, metric: str) -> pd.DataFrame:
     better = "higher" if metric not in LOWER_IS_BETTER else "lower"
     for idx in table.index[pooled]:
         p, mean = table.at[idx, "p_holm"], table.at[idx, "mean_diff"]
+        _power_and_luck(table, idx, alpha / max(m, 1), -1.0 if better == "lower" else 1.0, sizes)
         if not np.isfinite(p):
             table.at[idx, "verdict"] = "not tested"
             continue
@@ -227,6 +235,23 @@ def _verdicts(table: pd.DataFrame, alpha: float, metric: str) -> pd.DataFrame:
         sel = (table["scope"] == "split") & (table["split"] == split)
         table.loc[sel, "wilcoxon_p_holm"] = stats.holm(table.loc[sel, "wilcoxon_p"].to_numpy(dtype=np.float64))
     return table
+
+
+def _power_and_luck(table: pd.DataFrame, idx: Any, level: float, sign: float, sizes: dict) -> None:
+    """The pooled row's minimum detectable effect and lucky-split count, from the arm's tested split rows.
+
+    The MDE is at ``level = alpha / m``: Holm's procedure rejects every p-value below it whatever the other arms
+    give, so a true effect of the MDE is called with at least 80% power by the verdict as made.
+    """
+    arm = table.at[idx, "arm"]
+    splits = table[(table["scope"] == "split") & (table["arm"] == arm) & (table["reason"] == "")]
+    claims, tested = stats.lucky_split_count(splits["wilcoxon_p"].to_numpy(dtype=np.float64), SINGLE_SPLIT_ALPHA)
+    table.at[idx, "lucky_splits"] = claims if tested else np.nan
+    if all(s in sizes for s in splits["split"]) and len(splits) >= 2:
+        d = sign * splits["mean_diff"].to_numpy(dtype=np.float64)
+        n_train, n_test = ([sizes[s][i] for s in splits["split"]] for i in (0, 1))
+        table.at[idx, "mde"] = stats.min_detectable_effect(d, n_train, n_test, alpha=level, power=POWER)
+        table.at[idx, "mde_alpha"] = level
 
 
 def significance_table(
@@ -253,7 +278,11 @@ def significance_table(
     difference, Cohen's ``d_z`` and the rank-biserial correlation (positive = arm better), and ``p_holm``: the
     Holm step-down adjustment of ``t_p`` over all arms tested. The verdict is "improves"/"worse" when
     ``p_holm < alpha`` (direction from the sign of the mean difference), "no evidence" otherwise, and
-    "not tested" (with ``reason``) when the test could not run.
+    "not tested" (with ``reason``) when the test could not run. Beside it: ``t_ci_low``/``t_ci_high``, the
+    ``1 - alpha`` corrected t interval of the mean difference; ``mde``, the minimum detectable effect at 80% power
+    of the two-sided corrected t-test at ``mde_alpha = alpha / m`` (m arms in the Holm family; see
+    :func:`benchmark.stats.min_detectable_effect`), a magnitude in the metric's units; and ``lucky_splits``, on
+    how many of the ``n_splits`` splits the one-split protocol (one-sided Wilcoxon, p < 0.05) claims a gain.
 
     Args:
         seg_rows: per-case rows with columns ``split, arm, case_id, metric, value`` (``seed``, ``study`` and
@@ -290,4 +319,6 @@ def significance_table(
     out = [r for arm in all_arms for r in _arm_rows(arm, rows, base_rows, keys, sizes, opts)]
     table = pd.DataFrame(out, columns=COLUMNS)
     table["df"] = table["df"].astype("Int64")
-    return _verdicts(table, alpha, metric).reset_index(drop=True)
+    table = _verdicts(table, alpha, metric, sizes)
+    table["lucky_splits"] = table["lucky_splits"].astype("Int64")
+    return table.reset_index(drop=True)

@@ -18,8 +18,10 @@ from benchmark.atomic import is_temp, write_text_atomic
 from benchmark.errors import DataError
 
 __all__ = [
+    "TABLE1_METRICS",
     "format_frame",
     "read_rows",
+    "table1",
     "quality_notes",
     "quality_table",
     "segmentation_table",
@@ -106,6 +108,56 @@ def quality_table(
         out.append(
             [gen, metric, backbone, ci.estimate, sd, ci.low, ci.high, int(finite.size), int(v.size - finite.size)]
         )
+    return pd.DataFrame(out, columns=cols)
+
+
+# The paper's Table 1 columns first (metric, label, lower is better); mask fidelity and other realism metrics follow.
+TABLE1_METRICS = (("fid", "FID", True), ("kid", "KID", True), ("mmd", "MMD", True), ("ms_ssim", "MS-SSIM", False),
+                  ("psnr", "PSNR (dB)", False))  # fmt: skip
+_EXTRA_LABELS = {"fid_at_n": ("FID equal n", True), "kid_at_n": ("KID equal n", True), "mmd_rbf": ("MMD (RBF)", True),
+                 "c2st_auc": ("C2ST AUC", True), "c2st_accuracy": ("C2ST accuracy", True)}  # fmt: skip
+# privacy checks and per-case detail: in the full image-quality table only
+_NOT_REALISM = ("memorisation_", "nn_distance_", "c2st_prob_")
+
+
+def _table1_order(metrics: Sequence[str]) -> list[str]:
+    present = set(metrics)
+    fixed = [m for m, _, _ in TABLE1_METRICS if m in present]
+    fidelity = sorted(m for m in present if m.startswith("dice_") and not m.endswith("_mean"))
+    rest = sorted(
+        m
+        for m in present - set(fixed) - set(fidelity)
+        if not m.startswith(_NOT_REALISM) and not (m.endswith("_mean") and m[: -len("_mean")] in present)
+    )
+    return fixed + fidelity + rest
+
+
+def table1(quality: pd.DataFrame | None) -> pd.DataFrame:
+    """The paper's Table 1: one row per generator, one column per realism / fidelity metric present.
+
+    Columns in order: FID, KID, MMD, MS-SSIM, PSNR, mask fidelity (``dice_<structure>``), then any other metric
+    present except the memorisation checks and the ``<m>_mean`` duplicates of a per-case metric ``<m>``.
+
+    Args:
+        quality: :func:`quality_table` output (``generator, metric, backbone, mean, sd, n_runs``).
+
+    Returns:
+        Long rows ``generator, metric, label, lower_is_better, mean, sd, n_runs, backbone`` in table order
+        (``label`` is the column title, ``lower_is_better`` None when the direction is not known); empty without rows.
+    """
+    cols = ["generator", "metric", "label", "lower_is_better", "mean", "sd", "n_runs", "backbone"]
+    if quality is None or len(quality) == 0:
+        return pd.DataFrame(columns=cols)
+    known = {m: (label, low) for m, label, low in TABLE1_METRICS} | _EXTRA_LABELS
+    out = []
+    for metric in _table1_order(list(pd.unique(quality["metric"]))):
+        label, low = known.get(metric, (metric, None))
+        if metric.startswith("dice_"):
+            label, low = f"mask Dice {metric[len('dice_') :]}", False
+        elif metric.startswith(("fid", "kid", "mmd")) and low is None:
+            low = True
+        for r in quality[quality["metric"] == metric].itertuples():
+            out.append([r.generator, metric, label, low, r.mean, r.sd, r.n_runs, r.backbone])
     return pd.DataFrame(out, columns=cols)
 
 

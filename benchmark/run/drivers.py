@@ -23,8 +23,9 @@ from benchmark.run.dispatch import JobNode, Outcome, dispatch
 from benchmark.run.parent import finish_sweep, start_parent_run
 from benchmark.run.state import JobRecord, StudyState, driver_lock
 from benchmark.run.status import JobStatus, study_status
-from benchmark.run.submit import SUBMIT_LOCK_WAIT_S, PlannedJob, plan_jobs, submit_planned
+from benchmark.run.submit import SUBMIT_LOCK_WAIT_S, PlannedJob, plan_jobs, submit_planned, submitit_folder
 from benchmark.study import Study
+from benchmark.tracking.runs import study_ui_lines
 from benchmark.tracking.tracker import check_reachable, default_uri, ensure_experiment, replay_spool
 
 Graph = list[tuple[str, str, dict, tuple]]
@@ -105,6 +106,8 @@ def run_in_driver(study: Study, gens: list[str], graph: Graph) -> int:
         outcomes = dispatch(nodes, cfg.cluster, folder, on_outcome=on_outcome)
         report = finish_sweep(study, parent, outcomes, time.time() - t0)
     print(f"MLflow store: {uri}  (UI: launchers/mlflow_ui.sh {study.root})")
+    if uri is not None:
+        print("\n".join(study_ui_lines(uri, cfg.tracking.experiment or cfg.name)))
     if report:
         print(f"report: {report}")
     failed = [o for o in outcomes.values() if o.status != "done"]
@@ -153,7 +156,9 @@ def run_on_slurm(study: Study, gens: list[str], graph: Graph, *, follow_jobs: bo
         standing = {s.key: s for s in study_status(study.root)}
         plan_jobs(jobs[:-1], state.load(), standing, lambda j: J.already_done(j.spec, study))
         report = jobs[-1]
-        report.action = _report_action(report, standing.get("report"), any(j.action == "submit" for j in jobs[:-1]))
+        report.action = _report_action(
+            study, report, standing.get("report"), any(j.action == "submit" for j in jobs[:-1])
+        )
         if report.action == "submit":
             parent = start_parent_run(uri, exp_id, study, gens, prepared=False) if uri else None
             params = {"parent_run_id": parent.run_id, "tracking_uri": uri} if parent else {}
@@ -161,7 +166,7 @@ def run_on_slurm(study: Study, gens: list[str], graph: Graph, *, follow_jobs: bo
             report.attempt = state.load()["report"].attempt + 1 if "report" in state.load() else 1
             for j in jobs:
                 j.spec = replace(j.spec, parent_run_id=parent.run_id if parent else None)
-            submit_planned(jobs, study, Path(cfg.cluster.folder or study.root / "submitit"), state)
+            submit_planned(jobs, study, submitit_folder(study), state)
     counts = {a: sum(j.action == a for j in jobs) for a in ("submit", "active", "done")}
     print(
         f"study {cfg.name}: {len(jobs)} jobs on Slurm: {counts['submit']} submitted, {counts['active']} already "
@@ -176,13 +181,13 @@ def run_on_slurm(study: Study, gens: list[str], graph: Graph, *, follow_jobs: bo
     return _follow(study, hint)
 
 
-def _report_action(report: PlannedJob, standing: JobStatus | None, submitting: bool) -> str:
+def _report_action(study: Study, report: PlannedJob, standing: JobStatus | None, submitting: bool) -> str:
     """The report job runs again whenever anything else is submitted (an earlier, still pending report is cancelled:
     it would run before the new jobs end); else it is left alone when queued, running or done."""
     active = standing is not None and standing.status in ("queued", "running")
     if submitting:
         if active and standing.record.job_id:
-            slurm.cancel([standing.record.job_id])
+            slurm.cancel([standing.record.job_id], submitit_folder(study))
         return "submit"
     if active:
         report.job_id = standing.record.job_id

@@ -173,7 +173,14 @@ def query_states(job_ids: list[str]) -> dict[str, SlurmState]:
     return {j: out[j] for j in job_ids if j in out}
 
 
-def cancel(job_ids: list[str]) -> None:
-    """``scancel`` exactly these jobs (array tasks by their own id)."""
-    if job_ids:
-        subprocess.run(["scancel", *sorted(set(job_ids))], capture_output=True, text=True, timeout=60, check=False)
+def cancel(job_ids: list[str], folder: str | Path) -> None:
+    """Cancel exactly these jobs (array tasks by their own id), through submitit.
+
+    Args:
+        job_ids: Slurm ids.
+        folder: the study's submitit folder.
+    """
+    import submitit
+
+    for job_id in sorted(set(job_ids)):
+        submitit.SlurmJob(folder=folder, job_id=job_id).cancel(check=False)

@@ -26,6 +26,11 @@ from benchmark.study import Study
 SUBMIT_LOCK_WAIT_S = 600.0  # a second driver waits this long for another one's submission to end
 
 
+def submitit_folder(study: Study) -> Path:
+    """Where submitit keeps the study's pickles and logs (``cluster.folder``, default ``<study>/submitit``)."""
+    return Path(study.cfg.cluster.folder or study.root / "submitit")
+
+
 @dataclass
 class PlannedJob:
     """One job of the graph with its spec and what ``submit_study`` decided for it."""
@@ -158,7 +163,7 @@ def cancel_study(study: Study) -> list[str]:
     with driver_lock(study.root, wait_s=SUBMIT_LOCK_WAIT_S):  # never between a submission and its record
         active = [s for s in study_status(study.root) if s.status in ("queued", "running")]
         ids = [s.record.job_id for s in active if s.record.executor == "slurm" and s.record.job_id]
-        slurm.cancel(ids)
+        slurm.cancel(ids, submitit_folder(study))
     return [s.key for s in active if s.record.executor == "slurm"]
 
 

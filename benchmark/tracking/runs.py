@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import TrackingError
+from benchmark.tracking.links import LOCAL_UI, compare_url, runs_table_url, split_arm_runs, ui_address
 from benchmark.tracking.tracker import MLFLOW_PARENT_TAG, client_for
+
+__all__ = ["RunRecord", "compare_url", "download_artifact", "experiment_runs", "run_artifacts", "study_ui_lines"]
 
 
 @dataclass(frozen=True)
@@ -107,17 +110,24 @@ def download_artifact(uri: str, run_id: str, path: str, dst_dir: str | Path) -> 
         raise TrackingError(f"cannot download artifact {path!r} of run {run_id} from {uri}: {exc}") from None
 
 
-def compare_url(uri: str, experiment_id: str, run_ids: list[str]) -> str | None:
-    """Address of the MLflow UI's run-comparison page for ``run_ids`` (None unless ``uri`` is an HTTP server).
+def study_ui_lines(uri: str, experiment: str, local_ui: str = LOCAL_UI) -> list[str]:
+    """The lines a sweep prints last: the study's runs table and the comparison of one split's arms.
 
-    The UI routes ``#/compare-runs?runs=[...]&experiments=[...]`` with JSON arrays of quoted ids.
+    Args:
+        uri: tracking URI of the study.
+        experiment: the study's experiment name.
+        local_ui: the UI's address for a non-HTTP store.
+
+    Returns:
+        One or two lines; one line saying why when the store cannot be read.
     """
-    if not uri.startswith(("http://", "https://")):
-        return None
-    import json
-    from urllib.parse import quote
-
-    compact = {"separators": (",", ":")}  # as the UI writes it (JSON.stringify)
-    runs, exps = json.dumps(list(run_ids), **compact), json.dumps([str(experiment_id)], **compact)
-    query = f"runs={quote(runs)}&experiments={quote(exps)}"
-    return f"{uri.rstrip('/')}/#/compare-runs?{query}"
+    try:
+        exp_id, runs = experiment_runs(uri, experiment)
+    except TrackingError as exc:
+        return [f"MLflow UI links not available: {exc}"]
+    ui = ui_address(uri, local_ui)
+    lines = [f"MLflow runs table: {runs_table_url(ui, exp_id)}"]
+    label, ids = split_arm_runs(runs)
+    if ids:
+        lines.append(f"MLflow compare arms ({label}): {compare_url(ui, exp_id, ids)}")
+    return lines

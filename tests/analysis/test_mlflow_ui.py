@@ -1,8 +1,9 @@
-"""A sweep's runs in the MLflow comparison UI, checked in a real browser.
+"""A sweep's runs in the MLflow UI, checked in a real browser.
 
 Starts ``mlflow server`` on 127.0.0.1 (sqlite store in the test folder), logs a tiny study over HTTP the way a
-sweep does, opens the run-comparison page in headless Chromium and reads the rendered DOM: the compared runs'
-names, the metric names and every metric value must be on the page, each under its own run. Chromium comes from
+sweep does, opens the pages the sweep links to in headless Chromium and reads the rendered DOM: the runs table
+must list every run of the study; the run-comparison page the compared runs' names, the metric names and every
+metric value, each under its own run. Chromium comes from
 Debian (``bash scripts/install_chromium.sh``); without it the test skips, or fails when ``LGE_REQUIRE_BROWSER=1``
 (as in CI). Set ``LGE_UI_SCREENSHOT_DIR`` to keep the page's screenshot.
 """
@@ -22,7 +23,8 @@ import pytest
 from server_helpers import free_port, start_mlflow, stop, wait_healthy
 
 from benchmark.analysis.mlflow_source import read_study
-from benchmark.tracking.runs import compare_url
+from benchmark.tracking.links import runs_table_url
+from benchmark.tracking.runs import compare_url, study_ui_lines
 from benchmark.tracking.tracker import MLflowTracker, ensure_experiment
 
 # Values with at most three significant decimals: the compare view shows metrics rounded to three digits.
@@ -135,17 +137,50 @@ def _section(lines: list[str], title: str, width: int) -> list[str]:
     raise AssertionError(f"no '{title}' section on the page; its text: {lines[:200]}")
 
 
-def test_compare_page_shows_runs_metrics_and_values(server, tmp_path):
+@pytest.fixture(scope="module")
+def study(server, tmp_path_factory):
+    """The tiny study, logged once for every page checked."""
     uri, _ = server
-    exp, ids = _log_study(uri, tmp_path)
+    exp, ids = _log_study(uri, tmp_path_factory.mktemp("logged"))
+    return uri, exp, ids
+
+
+def _until(url: str, tmp: Path, names: list[str]) -> tuple[list[str], Path]:
+    for budget in (15000, 40000):  # a slow machine may need more virtual time before the runs have loaded
+        lines, shot = _render(url, tmp, budget)
+        if all(n in lines for n in names):
+            break
+    return lines, shot
+
+
+def test_sweep_links_open_the_runs_table_and_the_arms_of_one_split(study, tmp_path):
+    uri, exp, ids = study
+    lines = study_ui_lines(uri, "ui_study")
+    table = f"{uri}/#/experiments/{exp}/runs?orderByKey=tags.%60mlflow.runName%60&orderByAsc=true"
+    assert lines[0] == f"MLflow runs table: {table}" == f"MLflow runs table: {runs_table_url(uri, exp)}"
+    names = [*RUNS, "sweep/ui_study"]
+    page, _ = _until(table, tmp_path, names)
+    assert "Training runs" in page and "ui_study" in page  # the study's runs table, not the GenAI overview
+    rows = [line for line in page if line in names]
+    assert rows == sorted(names)  # every job on its own row, by name (not folded under the sweep's parent run)
+
+    label, link = lines[1].removeprefix("MLflow compare arms (").split("): ")
+    assert label == "split 0, seed 0"
+    arms = ["seg/split0/seed0/real", "seg/split0/seed0/real+pix2pix3d", "seg/split0/seed0/real+spade_ldm"]
+    assert link == compare_url(uri, exp, [ids[list(RUNS).index(a)] for a in arms])  # baseline first, then by name
+    page, _ = _until(link, tmp_path, arms)
+    assert "Comparing 3 Runs from 1 Experiment" in page, page[:60]
+    start = page.index("Run Name:")
+    assert page[start + 1 : start + 4] == arms
+
+
+def test_compare_page_shows_runs_metrics_and_values(study, tmp_path):
+    uri, exp, ids = study
     url = compare_url(uri, exp, ids)
     assert url == (f"{uri}/#/compare-runs?runs=" + urllib.request.quote(json.dumps(ids, separators=(",", ":")))
                    + "&experiments=%5B%22" + exp + "%22%5D")  # fmt: skip
     names = list(RUNS)
-    for budget in (15000, 40000):  # a slow machine may need more virtual time before the runs have loaded
-        lines, shot = _render(url, tmp_path, budget)
-        if all(n in lines for n in names):
-            break
+    lines, shot = _until(url, tmp_path, names)
     assert f"Comparing {len(ids)} Runs from 1 Experiment" in lines, lines[:60]
     start = lines.index("Run Name:")
     assert lines[start + 1 : start + 1 + len(names)] == names  # one column per run, in the order asked for

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from benchmark import stats
 from benchmark.analysis.significance import COLUMNS, significance_table
@@ -132,3 +133,60 @@ def test_split_sizes_as_frame_and_missing_column_error(three_arms):
     np.testing.assert_allclose(pooled["test_train_ratio"], 1 / 3)
     with pytest.raises(DataError, match="seg_rows: missing columns"):
         significance_table(three_arms.drop(columns=["case_id"]), frame)
+
+
+# Per-case differences (arm - real) of one arm on four splits of six test cases, no ties in |d| within a split.
+SPLIT_DIFFS = {
+    0: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06],  # all positive: W+ = 21, exact p = 1/64 -> claim
+    1: [-0.005, 0.01, 0.015, 0.02, 0.025, 0.055],  # rank 1 negative: W+ = 20, p = 2/64 -> claim
+    2: [-0.01, -0.02, 0.03, 0.04, 0.05, 0.06],  # ranks 1, 2 negative: W+ = 18, p = 5/64 -> no claim
+    3: [-0.01, -0.02, -0.03, -0.04, -0.06, 0.07],  # only rank 6 positive: W+ = 6 -> no claim
+}
+
+
+def _fixed_table(metric: str = "dice", sign: float = 1.0) -> pd.DataFrame:
+    rows = []
+    for split, diffs in SPLIT_DIFFS.items():
+        for case, diff in enumerate(diffs):
+            base = 0.60 + 0.01 * case if metric == "dice" else 5.0 + case
+            for arm, value in (("real", base), ("real+x", base + sign * diff)):
+                rows.append(dict(split=split, seed=0, arm=arm, case_id=f"s{split}c{case}", metric=metric, value=value))
+    return pd.DataFrame(rows)
+
+
+def test_mde_lucky_splits_and_t_interval_by_hand():
+    row = _pooled(significance_table(_fixed_table(), {s: (24, 6) for s in SPLIT_DIFFS})).loc["real+x"]
+    # split means 0.21/6 = 0.035, 0.12/6 = 0.02, 0.15/6 = 0.025, -0.09/6 = -0.015; mean 0.065/4 = 0.01625
+    # squared deviations 3.515625e-4 + 1.40625e-5 + 7.65625e-5 + 9.765625e-4 = 1.41875e-3; var = 4.7291667e-4
+    # SE = sqrt((1/4 + 6/24) * 4.7291667e-4) = sqrt(2.3645833e-4) = 0.015377202
+    se = np.sqrt(0.5 * 1.41875e-3 / 3)
+    assert se == pytest.approx(0.015377202, abs=1e-9)
+    assert row["mean_diff"] == pytest.approx(0.01625) and row["t_se"] == pytest.approx(se)
+    # one arm: Holm keeps alpha = 0.05; two-sided, 80% power, df = 3:
+    # MDE = (t_{0.975,3} + t_{0.8,3}) * SE = (3.1824463053 + 0.9784723124) * 0.015377202 = 0.0639832...
+    assert row["mde_alpha"] == 0.05
+    assert row["mde"] == pytest.approx((3.1824463053 + 0.9784723124) * se, rel=1e-8)
+    assert row["t_ci_low"] == pytest.approx(0.01625 - 3.1824463053 * se, rel=1e-8)
+    assert row["t_ci_high"] == pytest.approx(0.01625 + 3.1824463053 * se, rel=1e-8)
+    assert row["lucky_splits"] == 2 and row["n_splits"] == 4  # splits 0 and 1 (p = 1/64, 2/64)
+    assert row["verdict"] == "no evidence"  # t = 0.01625 / 0.015377 = 1.057, df 3
+
+
+def test_hd95_mde_and_lucky_splits_follow_lower_is_better():
+    # the same differences as HD95 reductions (arm lower = better): identical counts and MDE in mm units
+    rows = _fixed_table("hd95", sign=-1.0)
+    row = _pooled(significance_table(rows, {s: (24, 6) for s in SPLIT_DIFFS}, metric="hd95")).loc["real+x"]
+    assert row["lucky_splits"] == 2
+    assert row["mde"] == pytest.approx((3.1824463053 + 0.9784723124) * np.sqrt(0.5 * 1.41875e-3 / 3), rel=1e-8)
+    assert row["mean_diff"] == pytest.approx(-0.01625)
+
+
+def test_mde_level_is_alpha_over_holm_family_and_clear_effects_have_direction(three_arms, sizes):
+    pooled = _pooled(significance_table(three_arms, sizes, alpha=0.05))
+    np.testing.assert_allclose(pooled["mde_alpha"], 0.05 / 3)
+    # the constructed split jitter is the same for every arm: one MDE for all three
+    d = np.array([0.004, -0.002, 0.0, 0.002, -0.004])
+    se = np.sqrt((1 / 5 + 12 / 28) * d.var(ddof=1))
+    np.testing.assert_allclose(pooled["mde"], (sps.t.ppf(1 - 0.05 / 6, 4) + sps.t.ppf(0.8, 4)) * se, rtol=1e-6)
+    assert pooled.loc["real+good", "verdict"] == "improves" and pooled.loc["real+good", "lucky_splits"] == 5
+    assert pooled.loc["real+bad", "verdict"] == "worse" and pooled.loc["real+bad", "lucky_splits"] == 0

@@ -78,8 +78,8 @@ def test_slurm_jobs_go_through_submitit():
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
                 assert not re.match(r"^\s*(sbatch|srun|scancel|salloc)\b", node.value), f"{path}: {node.value!r}"
-    cluster = (REPO / "benchmark" / "run" / "dispatch.py").read_text()
-    assert 'submitit.AutoExecutor(folder=folder, cluster="slurm")' in cluster
+    cluster = (REPO / "benchmark" / "run" / "slurm.py").read_text()
+    assert 'submitit.AutoExecutor(folder=folder, cluster="slurm"' in cluster
 
 
 def test_no_server_binds_every_interface():
