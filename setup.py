@@ -22,6 +22,7 @@ setup(
         "pandas>=2.1",
         "scikit-learn>=1.4",
         "matplotlib>=3.8",
+        "torchio>=1.2,<2",  # MRI motion and ghosting simulation (benchmark/robustness/corruptions.py)
         "tqdm>=4.66",
         "pyyaml>=6.0",
     ],

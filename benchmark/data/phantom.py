@@ -8,6 +8,8 @@ differs in scar (post-ablation scans add patchy lesions around the vein ostia), 
 With ``PhantomConfig.post_shift_vox`` > 0 each post-ablation scan (image and label) is moved by that many voxels
 in a random direction against the pre-ablation scan, as a repeat acquisition would be; the default 0 keeps every
 scan of a patient in register (and the dataset's bytes and cache folder as they were before the option existed).
+``PhantomConfig.site`` picks the scanner profile (``phantom_sites.py``): ``B`` renders the same anatomy with
+another contrast, noise level, field of view and slice thickness; the default ``A`` is the phantom as before.
 
 Labels: 0 background, 1 LA cavity (blood pool *and* the lumen of the vein stubs, one connected component),
 2 LA wall: every voxel outside the cavity within the patient's wall thickness (drawn from
@@ -35,6 +37,7 @@ from benchmark.config import PhantomConfig, config_hash, to_dict
 from benchmark.data import shapes
 from benchmark.data.io import building, save_nifti, verified_manifest
 from benchmark.data.manifest import Case, Manifest, sha256_file
+from benchmark.data.phantom_sites import scan_spacing, site_profile
 
 PHANTOM_VERSION = 1  # bump when the drawing changes, so caches of older phantoms are not reused
 MONTAGE_NAME = "phantom_montage.png"
@@ -69,7 +72,7 @@ class Anatomy:
 
 def _grid(cfg: PhantomConfig) -> tuple[np.ndarray, np.ndarray]:
     """World coordinates (X, Y, Z, 3) of voxel centres (origin at the grid centre) and the affine."""
-    return _grid_cached(tuple(int(v) for v in cfg.shape), tuple(float(v) for v in cfg.spacing))
+    return _grid_cached(tuple(int(v) for v in cfg.shape), scan_spacing(cfg))
 
 
 @lru_cache(maxsize=4)
@@ -85,7 +88,7 @@ def _grid_cached(shape_t: tuple, spacing_t: tuple) -> tuple[np.ndarray, np.ndarr
 
 
 def _half_fov(cfg: PhantomConfig) -> float:
-    """Half the smallest field-of-view extent (mm): the unit the anatomy is drawn in."""
+    """Half the smallest field-of-view extent (mm) of site A: the unit the anatomy is drawn in at every site."""
     return float(min(np.asarray(cfg.shape) * np.asarray(cfg.spacing, dtype=np.float64))) / 2.0
 
 
@@ -189,7 +192,7 @@ def make_anatomy(cfg: PhantomConfig, rng: np.random.Generator) -> Anatomy:
     Returns:
         ``Anatomy`` (tissue classes, labels 0/1/2, the mitral opening, vein ostia, fibrosis field).
     """
-    spacing = tuple(float(v) for v in cfg.spacing)
+    spacing = scan_spacing(cfg)
     pts, _ = _grid(cfg)
     s = _half_fov(cfg)
     tissue = _paint_chest(pts, s, rng)
@@ -234,7 +237,7 @@ def make_anatomy(cfg: PhantomConfig, rng: np.random.Generator) -> Anatomy:
 def scar_mask(anat: Anatomy, cfg: PhantomConfig, rng: np.random.Generator, post_ablation: bool) -> np.ndarray:
     """Patchy enhancement on the wall: the patient's fibrosis (jittered per scan) plus, after ablation, gappy
     lesions around the vein ostia."""
-    spacing = tuple(float(v) for v in cfg.spacing)
+    spacing = scan_spacing(cfg)
     wall = anat.label == 2
     field = anat.fibrosis + 0.35 * shapes.smooth_noise(rng, wall.shape, spacing, 3.0)
     scar = wall & (field > np.quantile(field[wall], 1.0 - anat.fibrosis_fraction))
@@ -261,13 +264,15 @@ def render_scan(anat: Anatomy, cfg: PhantomConfig, rng: np.random.Generator, pos
     Returns:
         float32 (X, Y, Z) magnitude image in arbitrary scanner units.
     """
-    spacing = tuple(float(v) for v in cfg.spacing)
-    contrast = INTENSITY * rng.uniform(0.9, 1.1, INTENSITY.shape).astype(np.float32)
+    spacing, site = scan_spacing(cfg), site_profile(cfg)
+    table = INTENSITY if site.intensity is None else np.asarray(site.intensity, dtype=np.float32)
+    contrast = table * rng.uniform(0.9, 1.1, INTENSITY.shape).astype(np.float32)
     contrast[AIR] = 0.0
     image = contrast[anat.tissue]
     image[scar_mask(anat, cfg, rng, post_ablation)] = contrast[SCAR]
     image *= 1.0 + 0.06 * shapes.smooth_noise(rng, image.shape, spacing, 2.0)
-    image = ndimage.gaussian_filter(image, sigma=[0.7 / sp for sp in spacing])  # partial volume
+    psf = [mm / sp for mm, sp in zip(site.psf_mm, spacing, strict=True)]
+    image = ndimage.gaussian_filter(image, sigma=psf)  # partial volume
     pts, _ = _grid(cfg)
     s = float(np.abs(pts).max())
     u = pts / s
@@ -277,14 +282,14 @@ def render_scan(anat: Anatomy, cfg: PhantomConfig, rng: np.random.Generator, pos
     bias = np.exp(terms @ coef)
     gain = rng.uniform(300.0, 600.0)
     clean = (image * bias * gain).astype(np.float32)
-    sigma = cfg.noise_sigma * contrast[BLOOD] * gain
+    sigma = cfg.noise_sigma * site.noise_scale * contrast[BLOOD] * gain
     real = clean + sigma * rng.standard_normal(clean.shape, dtype=np.float32)
     imag = sigma * rng.standard_normal(clean.shape, dtype=np.float32)
     return np.sqrt(real**2 + imag**2).astype(np.float32)
 
 
 # options added after version 1, left out of the cache hash at their default so existing caches stay valid
-_ADDED_DEFAULTS = {"post_shift_vox": 0.0}
+_ADDED_DEFAULTS = {"post_shift_vox": 0.0, "site": "A"}
 
 
 def phantom_dir(cfg: PhantomConfig, out_dir: str | Path) -> Path:
@@ -337,7 +342,7 @@ def _write_cases(cfg: PhantomConfig, root: Path) -> tuple[list[Case], list[tuple
                     image=f"images/{case_id}.nii.gz",
                     label=f"labels/{case_id}.nii.gz",
                     shape=tuple(int(v) for v in image.shape),
-                    spacing=tuple(float(v) for v in cfg.spacing),
+                    spacing=scan_spacing(cfg),
                     sha256_image=sha256_file(img_path),
                     sha256_label=sha256_file(lab_path),
                     source=f"phantom seed={cfg.seed} patient={p} scan={k + 1}",
@@ -379,7 +384,7 @@ def generate_phantom(cfg: PhantomConfig, out_dir: str | Path) -> Manifest:
             labels=[[None] * len(images), labels, labels, labels],
             titles=[s[0] for s in samples],
             axes=[2, 2, 0, 1],
-            spacing=cfg.spacing,
+            spacing=scan_spacing(cfg),
         )
         (tmp / "timing.txt").write_text(f"generated {len(cases)} scans in {time.perf_counter() - start:.2f} s\n")
     return Manifest.load(final)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from benchmark.metrics.c2st import c2st_metric
 from benchmark.metrics.context import EvalContext, MetricOutput
 from benchmark.metrics.distribution import fid_metric, kid_metric, mmd_metric, mmd_rbf_metric
 from benchmark.metrics.fidelity import mask_fidelity_metric
@@ -23,6 +24,7 @@ METRICS: dict[str, Callable[[EvalContext], MetricOutput]] = {
     "ms_ssim": ms_ssim_metric,
     "mask_fidelity": mask_fidelity_metric,
     "memorisation": memorisation_metric,
+    "c2st": c2st_metric,
 }
 
 __all__ = ["METRICS", "EvalContext", "MetricOutput"]

@@ -61,10 +61,14 @@ def test_evaluate_generator_rows_summary_and_files(tmp_path):
     assert set(frame.arm) == {""} and set(frame.reason) == {""}
     per_metric = frame.groupby("metric").size().to_dict()
     assert per_metric == {
-        m: 6 for m in ("psnr", "ms_ssim", "dice_cavity", "dice_wall", "nn_distance_feature", "nn_distance_voxel")
-    }
+        m: 6
+        for m in (
+            "psnr", "ms_ssim", "dice_cavity", "dice_wall", "nn_distance_feature", "nn_distance_voxel",
+            "c2st_prob_synthetic",
+        )
+    }  # fmt: skip
     assert set(frame.loc[frame.metric == "nn_distance_feature", "backbone"]) == {"random_resnet10_seed0"}
-    for key in ("fid", "fid_at_n", "kid", "kid_at_n", "mmd", "mmd_rbf", "memorisation_fraction_feature"):
+    for key in ("fid", "fid_at_n", "kid", "kid_at_n", "mmd", "mmd_rbf", "memorisation_fraction_feature", "c2st_auc"):
         assert summary[key]["backbone"] == "random_resnet10_seed0", key
         assert {"value", "ci_low", "ci_high", "n"} <= set(summary[key])
     assert summary["fid"]["n"] == 6 and summary["fid_at_n"]["n"] == 4
