@@ -68,6 +68,9 @@ class PhantomConfig:
     # post-ablation scans moved by this many voxels (random direction per scan) against the pre-ablation scan,
     # so that patient inference (data.patients=infer) has to align the masks; 0 keeps the scans in register
     post_shift_vox: float = 0.0
+    # scanner profile (benchmark/data/phantom_sites.py): A = the study's site; B = an unseen site (contrast,
+    # noise, field of view, slice thickness) for site-shift test sets, never trained on
+    site: Literal["A", "B"] = "A"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.post_shift_vox <= 0.25 * min(self.shape):
@@ -226,7 +229,9 @@ class MetricsConfig:
     psnr_data_range: float | None = None  # None = the data range of the real volume
     msssim_weights: tuple[float, ...] = (0.0448, 0.2856, 0.3001)
     msssim_kernel: tuple[int, int, int] = (5, 5, 3)
-    metrics: tuple[str, ...] = ("fid", "kid", "mmd", "mmd_rbf", "psnr", "ms_ssim", "mask_fidelity", "memorisation")
+    metrics: tuple[str, ...] = (
+        *("fid", "kid", "mmd", "mmd_rbf", "psnr", "ms_ssim", "mask_fidelity", "memorisation", "c2st"),
+    )
     seed: int = 0  # bootstrap resamples, KID subsets and fixed-n draws
     fixed_n_draws: int = 20  # subsamples averaged for the fixed-sample-size FID/KID; fixed_n=0 disables them
     fid_method: Literal["sqrtm", "svd"] = "sqrtm"  # point estimate; bootstrap draws use the exact svd identity
@@ -234,6 +239,7 @@ class MetricsConfig:
     msssim_data_range: float | None = None  # None = the data range of the real volume
     fidelity_classes: tuple[str, ...] = ("cavity", "wall")  # label 1 and label 2 of the conditioning map
     memorisation_percentile: float = 5.0  # of real-to-real nearest-neighbour distances
+    c2st_permutations: int = 100  # label permutations behind the C2ST p-value (p >= 1/(1 + this)); 0 = none
 
     def __post_init__(self) -> None:
         # messages start at the field name: the loader prefixes the section path ("metrics.")
@@ -243,6 +249,8 @@ class MetricsConfig:
             raise ConfigError(f"fixed_n: {self.fixed_n} must be 0 (off) or >= 2 with fixed_n_draws >= 1")
         if self.bootstrap < 0:
             raise ConfigError(f"bootstrap: {self.bootstrap} must be >= 0 (0 = no confidence intervals)")
+        if self.c2st_permutations < 0:
+            raise ConfigError(f"c2st_permutations: {self.c2st_permutations} must be >= 0 (0 = no p-value)")
         if not 0.0 < self.memorisation_percentile < 100.0:
             raise ConfigError(f"memorisation_percentile: {self.memorisation_percentile} must be in (0, 100)")
         if len(self.msssim_weights) < 1 or any(w <= 0 for w in self.msssim_weights):
