@@ -230,8 +230,8 @@ class MetricsConfig:
     msssim_weights: tuple[float, ...] = (0.0448, 0.2856, 0.3001)
     msssim_kernel: tuple[int, int, int] = (5, 5, 3)
     metrics: tuple[str, ...] = (
-        *("fid", "kid", "mmd", "mmd_rbf", "psnr", "ms_ssim", "mask_fidelity", "memorisation", "c2st"),
-    )
+        "fid", "kid", "mmd", "mmd_rbf", "psnr", "ms_ssim", "mask_fidelity", "memorisation", "c2st",
+    )  # fmt: skip
     seed: int = 0  # bootstrap resamples, KID subsets and fixed-n draws
     fixed_n_draws: int = 20  # subsamples averaged for the fixed-sample-size FID/KID; fixed_n=0 disables them
     fid_method: Literal["sqrtm", "svd"] = "sqrtm"  # point estimate; bootstrap draws use the exact svd identity
