@@ -144,7 +144,7 @@ def test_a_refused_sbatch_is_retried_and_a_permanent_refusal_continues_on_a_reru
     env = _refusing_sbatch(tmp_path / "bin_twice", "twice")
     proc = subprocess.run([*SWEEP, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.count("sbatch refused") == 2 and "QOSMaxSubmitJobPerUserLimit" in proc.stderr
+    assert proc.stderr.count("submission refused by sbatch") == 2 and "QOSMaxSubmitJobPerUserLimit" in proc.stderr
     assert len(StudyState(tmp_path / "retry").load()) == 7
     subprocess.run([*SWEEP, *args, "--cancel"], cwd=REPO, capture_output=True, timeout=120)
 
@@ -153,7 +153,8 @@ def test_a_refused_sbatch_is_retried_and_a_permanent_refusal_continues_on_a_reru
     proc = subprocess.run([*SWEEP, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: sbatch refused 1 job(s) ") and "Invalid partition name specified" in last
+    assert last.startswith("error: submission refused by sbatch, 1 job(s), 5 time(s): ")
+    assert "Invalid partition name specified" in last
     before = StudyState(tmp_path / "refused").load()
     assert sorted(r.kind for r in before.values()) == ["generator", "prepare", "segmentation"] + ["segmentation"] * 2
     proc = subprocess.run([*SWEEP, *args], cwd=REPO, capture_output=True, text=True, timeout=300)

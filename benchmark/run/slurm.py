@@ -120,8 +120,9 @@ def submit_group(ex: Any, calls: list[tuple[Callable[..., Any], tuple]], cfg: Cl
             why = " ".join(str(exc).split()) or type(exc).__name__
             if attempt == cfg.submit_retries:
                 tries = cfg.submit_retries + 1
-                raise SubmissionError(f"sbatch refused {len(calls)} job(s) {tries} time(s): {why}") from None
-            log.warning("sbatch refused (%s); trying again in %.1f s", why, wait)
+                what = f"{len(calls)} job(s), {tries} time(s)"
+                raise SubmissionError(f"submission refused by sbatch, {what}: {why}") from None
+            log.warning("submission refused by sbatch (%s); trying again in %.1f s", why, wait)
             time.sleep(wait)
             wait *= 2
     raise AssertionError("unreachable")
