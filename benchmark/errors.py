@@ -30,6 +30,10 @@ class DataError(BenchmarkError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from (path, problem), not from the message: a pool worker's error must reach the driver intact
+        return type(self), (self.path, self.problem)
+
 
 class CheckpointError(DataError):
     """A checkpoint is corrupt, foreign or does not match the model it is loaded into."""

@@ -14,7 +14,12 @@ from benchmark.run.single import common_args, run_one
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arm", required=True, help="real | real+<generator> | synthetic_only:<generator> | real+augmented")
+    p.add_argument(
+        "--arm",
+        required=True,
+        help="real | real+<generator> | synthetic_only:<generator> | real+augmented | real+real_extra | "
+        "real+mismatched:<generator>",
+    )
     p.add_argument("--ratio", type=float, default=1.0, help="synthetic:real volumes for generator arms")
     common_args(p)
     return p.parse_intermixed_args(argv)

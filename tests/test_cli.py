@@ -40,7 +40,7 @@ def test_sweep_overrides_anywhere_give_the_same_config(argv):
     reference, _ = resolve_config(parse_args(SWEEP_ORDERS[0]))
     assert (cfg.name, cfg.splits.n_splits, list(cfg.seeds)) == ("x", 2, [0])
     assert to_dict(cfg) == to_dict(reference)
-    assert gens == ["pix2pix3d", "spade_gan", "spade_ldm"]
+    assert gens == ["pix2pix3d", "spade_gan", "spade_ldm", "labels2image"]
 
 
 def test_sweep_flag_wins_over_the_same_key_given_as_an_override():

@@ -40,9 +40,10 @@ def test_sweep_runs_every_job_and_tracks_it(study, capsys):
     parents = [r for r in runs if r.data.tags.get("kind") == "sweep"]
     children = [r for r in runs if r.data.tags.get("kind") != "sweep"]
     assert len(parents) == 1
-    # 2 generators trained once on the pool; 2 splits x (real, real+augmented, 2 generator arms); 2 x 2 quality jobs
+    # 2 generators trained once on the pool; 2 splits x (real, real+augmented, real+real_extra, 2 generator arms);
+    # 2 x 2 quality jobs
     stages = sorted(r.data.tags["kind"] for r in children)
-    assert stages.count("generator") == 2 and stages.count("segmentation") == 8 and stages.count("quality") == 4
+    assert stages.count("generator") == 2 and stages.count("segmentation") == 10 and stages.count("quality") == 4
     for r in children:
         assert r.info.status == "FINISHED", r.info.run_name
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -69,6 +70,9 @@ def test_leakage_free_synthetic_arms(study):
         assert not set(samples["train_case_ids"]) & set(split["test_cases"])
         arm = json.loads((root / f"segmentation/split{k}/seed0/real+spade_ldm/arm.json").read_text())
         assert arm["n_real"] == len(split["train_cases"]) and arm["n_synthetic"] == len(split["train_cases"])
+        oracle = json.loads((root / f"segmentation/split{k}/seed0/real+real_extra/arm.json").read_text())
+        assert oracle["n_real_extra"] == len(split["train_cases"]) == sum(oracle["extra_draws"].values())
+        assert set(oracle["sources"]["real_extra"]) <= set(plan["pool_cases"])
 
 
 def test_rows_carry_their_job_and_the_fid_note_is_said_once(study):
@@ -78,7 +82,8 @@ def test_rows_carry_their_job_and_the_fid_note_is_said_once(study):
     assert set(seg.study) == set(qual.study) == {"tiny"}
     jobs = {(k, g) for k in (0, 1) for g in ("pix2pix3d", "spade_ldm")}
     assert set(zip(qual.split, qual.generator, strict=True)) == jobs
-    assert set(seg.arm) == {"real", "real+augmented", "real+pix2pix3d", "real+spade_ldm"} and qual.arm.isna().all()
+    arms = {"real", "real+augmented", "real+real_extra", "real+pix2pix3d", "real+spade_ldm"}
+    assert set(seg.arm) == arms and qual.arm.isna().all()
     sets = results.read_summaries(sorted(root.glob("quality/split*/*/seed*/summary.json")))
     assert (sets[sets.metric == "fid"].note.str.contains("rank-deficient")).all()
     # said once in the report (a Notes line), never once per job
@@ -92,7 +97,7 @@ def test_second_run_skips_everything(study, capsys):
     assert main(args) == 0
     again = time.time() - t0
     out = capsys.readouterr().out
-    assert "14 jobs (14 already finished)" in out
+    assert "16 jobs (16 already finished)" in out
     _, after = _runs(root, "tiny")
     assert len(after) == len(before)  # a re-run that runs nothing adds no run, not even a parent run
     assert again < first / 2
@@ -101,7 +106,7 @@ def test_second_run_skips_everything(study, capsys):
 def test_dry_run_prints_the_graph(tmp_path, capsys):
     assert main(["--dry-run", "--generators", "pix2pix3d", *tiny_study_overrides(tmp_path, n_splits=3)]) == 0
     out = capsys.readouterr().out
-    assert "13 jobs generator=1, segmentation=9, quality=3" in out
+    assert "16 jobs generator=1, segmentation=12, quality=3" in out
     assert not (tmp_path / "tiny" / "mlflow.db").exists()
 
 

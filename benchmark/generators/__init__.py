@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmark.errors import ConfigError
-from benchmark.generators import pix2pix3d, spade_gan, spade_ldm
+from benchmark.generators import labels2image, pix2pix3d, spade_gan, spade_ldm
 from benchmark.generators.base import GeneratorConfig, GeneratorSpec
 
 GENERATORS: dict[str, GeneratorSpec] = {}
@@ -32,6 +32,7 @@ def register(spec: GeneratorSpec) -> GeneratorSpec:
 register(GeneratorSpec("pix2pix3d", pix2pix3d.Pix2PixConfig, pix2pix3d.build))
 register(GeneratorSpec("spade_gan", spade_gan.SpadeGanConfig, spade_gan.build))
 register(GeneratorSpec("spade_ldm", spade_ldm.SpadeLdmConfig, spade_ldm.build))
+register(GeneratorSpec("labels2image", labels2image.Labels2ImageConfig, labels2image.build))
 
 
 def get_generator_spec(name: str) -> GeneratorSpec:

@@ -21,7 +21,8 @@ from benchmark.run.drivers import run_in_driver, run_on_slurm
 from benchmark.run.job import run_name
 from benchmark.run.kinds import KINDS
 from benchmark.run.submit import cancel_study, status_text
-from benchmark.segmentation.arms import expand_arms, parse_arm
+from benchmark.segmentation.arms import expand_arms, named_generators, parse_arm
+from benchmark.segmentation.controls import check_protocol
 from benchmark.study import Study
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
@@ -36,7 +37,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="sweep.py", description=__doc__.splitlines()[0])
     p.add_argument("--splits", type=int, default=None, help="number of repeated patient-wise splits")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study YAML (default: configs/default.yaml)")
-    p.add_argument("--generators", default=None, help=f"comma list from: {', '.join(GENERATORS)}")
+    p.add_argument(
+        "--generators",
+        default=None,
+        help=f"comma list from: {', '.join(GENERATORS)} (default: those segmentation.arms names, else all)",
+    )
     p.add_argument("--seeds", default=None, help="comma list of seeds, e.g. 0,1,2")
     p.add_argument("--executor", default=None, help="debug | pool | local | slurm")
     p.add_argument("--cluster", default=None, help="cluster YAML, e.g. configs/cluster/slurm_v100.yaml")
@@ -46,7 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--protocol", default=None, help="per_split | disjoint_pool | shared")
     p.add_argument("--dry-run", action="store_true", help="print the job graph and exit (reads no data)")
     p.add_argument("--status", action="store_true", help="where the study stands: done/running/queued/failed/skipped")
-    p.add_argument("--cancel", action="store_true", help="scancel this study's queued and running Slurm jobs")
+    p.add_argument("--cancel", action="store_true", help="cancel this study's queued and running Slurm jobs")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--detach", action="store_true", help="slurm: submit the study and exit (the default)")
     mode.add_argument("--follow", action="store_true", help="slurm: submit, then wait and print progress")
@@ -83,7 +88,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[StudyConfig, list[str]]:
         if args.executor:
             cluster.executor = cfg.cluster.executor
         cfg.cluster = cluster
-    gens = [g.strip() for g in (args.generators or ",".join(GENERATORS)).split(",") if g.strip()]
+    # without --generators: the generators the arms name (configs/controls.yaml), else every registered one
+    named = named_generators(cfg.segmentation.arms)
+    gens = [g.strip() for g in (args.generators or ",".join(named or GENERATORS)).split(",") if g.strip()]
     unknown = [g for g in gens if g not in GENERATORS]
     if unknown:
         raise ConfigError(f"--generators: unknown {unknown}; choices: {', '.join(GENERATORS)}")
@@ -101,6 +108,7 @@ def build_graph(cfg: StudyConfig, gens: list[str], n_splits: int, scope_of) -> l
     """
     jobs: list[tuple[str, str, dict, tuple]] = []
     arms = expand_arms(cfg.segmentation.arms, gens)
+    check_protocol(arms, cfg.splits.protocol)  # the oracle arm needs a pool: fail before any job runs
     for seed in cfg.seeds:
         scopes = sorted({scope_of(s) for s in range(n_splits)})
         for scope in scopes:

@@ -7,18 +7,24 @@ Every arm of a split is trained on its own list of volumes and evaluated on the 
   ``samples.json`` of this split, only samples conditioned on the split's training label maps;
 - ``synthetic_only:<generator>``: ``round(ratio * n_real)`` synthetic volumes and no real ones;
 - ``real+augmented``: the size-matched control, the real cases plus as many extra volumes as the synthetic arm
-  at the same ratio, made once by conventional augmentation of the real training cases with a fixed seed.
+  at the same ratio, made once by conventional augmentation of the real training cases with a fixed seed;
+- ``real+real_extra``: the oracle (positive control), the real cases plus as many extra *real* scans as the
+  synthetic arm adds, of patients outside the split (under ``disjoint_pool``: the generators' pool), drawn per
+  split and seed; when the pool holds fewer scans, all of them are cycled in a seeded order (``extra_fill`` =
+  ``repeated`` in ``arm.json``). Other protocols leave no such patients: the arm is a ``ConfigError`` there;
+- ``real+mismatched:<generator>``: the negative control, ``real+<generator>`` with every synthetic volume's target
+  replaced by the expert label of another training case (a seeded derangement that also avoids the volume's
+  own patient), so images and labels disagree; it must never come out as an improvement.
 
-A synthetic volume's segmentation target is the expert label of the real case whose label map conditioned it.
-``audit_arm`` checks an arm against its split before anything is trained.
+A synthetic volume's segmentation target is the expert label of the real case whose label map conditioned it
+(``label_case_id`` of the negative control says otherwise). ``audit_arm`` checks an arm against its split before
+anything is trained; the draws of the two controls are in ``benchmark.segmentation.controls``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nibabel as nib
@@ -26,36 +32,20 @@ import numpy as np
 
 from benchmark.config import AugmentConfig
 from benchmark.errors import ConfigError, DataError
+from benchmark.segmentation import controls
 from benchmark.segmentation.augment import augment_pair, build_augment, control_config
 from benchmark.segmentation.model import make_target
+from benchmark.segmentation.samples import SAMPLES_FILE as SAMPLES_FILE
+from benchmark.segmentation.samples import SynthIndex as SynthIndex
+from benchmark.segmentation.samples import SynthSample as SynthSample
+from benchmark.segmentation.samples import generator_command as generator_command
+from benchmark.segmentation.samples import load_synth_index as load_synth_index
 
-SAMPLES_FILE = "samples.json"
-ORIGINS = ("real", "synthetic", "augmented")
+ORIGINS = ("real", "real_extra", "synthetic", "augmented")
 
 
 class LeakageError(DataError):
     """An arm's training data touches the split's test patients."""
-
-
-@dataclass(frozen=True)
-class SynthSample:
-    """One synthetic volume: ``case_id`` is the real case whose label map conditioned it."""
-
-    case_id: str
-    path: Path
-
-
-@dataclass(frozen=True)
-class SynthIndex:
-    """A generator's output folder for one split and seed, read from its ``samples.json``."""
-
-    folder: Path
-    generator: str
-    seed: int
-    protocol: str
-    train_case_ids: tuple[str, ...]
-    samples: tuple[SynthSample, ...]
-    split: int | str = "<split>"
 
 
 @dataclass(frozen=True)
@@ -64,9 +54,14 @@ class ArmItem:
 
     image: np.ndarray
     target: np.ndarray
-    origin: str  # 'real' | 'synthetic' | 'augmented'
+    origin: str  # 'real' | 'real_extra' (a scan from outside the split, the oracle's) | 'synthetic' | 'augmented'
     source_case_id: str
     path: str = ""  # the synthetic NIfTI, for provenance
+    label_case_id: str = ""  # the case whose expert label is the target, when not source_case_id (negative control)
+
+    @property
+    def target_case_id(self) -> str:
+        return self.label_case_id or self.source_case_id
 
 
 @dataclass
@@ -74,7 +69,7 @@ class ArmData:
     """The training set of one arm, with the counts and provenance the study records."""
 
     arm: str
-    kind: str  # 'real' | 'real+generator' | 'synthetic_only' | 'real+augmented'
+    kind: str  # 'real' | 'real+generator' | 'synthetic_only' | 'real+augmented' | 'real+real_extra' | 'real+mismatched'
     generator: str | None
     ratio: float
     seed: int
@@ -89,7 +84,12 @@ class ArmData:
 
     @property
     def n_real(self) -> int:
-        return self.count("real")
+        """Every real volume: the split's training cases and the oracle's extra scans."""
+        return self.count("real") + self.count("real_extra")
+
+    @property
+    def n_real_extra(self) -> int:
+        return self.count("real_extra")
 
     @property
     def n_synthetic(self) -> int:
@@ -109,6 +109,7 @@ class ArmData:
             "seed": self.seed,
             "target": self.target,
             "n_real": self.n_real,
+            "n_real_extra": self.n_real_extra,
             "n_synthetic": self.n_synthetic,
             "n_augmented": self.n_augmented,
             "n_test": len(self.test_ids),
@@ -116,64 +117,23 @@ class ArmData:
         }
 
 
-def generator_command(generator: str, split: int | str, seed: int) -> str:
-    """The command that trains a generator on one split and writes its synthetic volumes."""
-    return f"python launchers/train_generator.py --generator {generator} --split {split} --seed {seed}"
-
-
-def load_synth_index(folder: str | Path, *, generator: str, split: int | str, seed: int) -> SynthIndex:
-    """Read a generator's ``samples.json`` and check that every listed volume exists.
+def parse_arm(arm: str) -> tuple[str, str | None]:
+    """``(kind, generator)`` of an arm name.
 
     Args:
-        folder: the generator's output folder for this split and seed.
-        generator, split, seed: what the folder should hold (used in messages and checked against the file).
-
-    Returns:
-        The ``SynthIndex``. A missing folder, file or volume raises ``DataError`` naming the path and the command
-        that makes it.
+        arm: real, real+augmented, real+real_extra, real+<generator>, synthetic_only:<generator> or
+            real+mismatched:<generator>.
     """
-    folder = Path(folder)
-    file = folder / SAMPLES_FILE
-    make = f"make them with: {generator_command(generator, split, seed)}"
-    if not file.is_file():
-        raise DataError(file, f"no synthetic volumes of {generator} for split {split}, seed {seed}; {make}")
-    try:
-        d = json.loads(file.read_text())
-        samples = tuple(SynthSample(str(s["case_id"]), folder / s["path"]) for s in d["samples"])
-        index = SynthIndex(
-            folder=folder,
-            generator=str(d["generator"]),
-            seed=int(d["seed"]),
-            protocol=str(d["protocol"]),
-            train_case_ids=tuple(str(c) for c in d["train_case_ids"]),
-            samples=samples,
-            split=split,
-        )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(file, f"not a valid samples file ({type(exc).__name__}: {exc}); {make}") from None
-    if index.generator != generator:
-        raise DataError(file, f"holds samples of {index.generator!r}, expected {generator!r}")
-    if "split" in d and str(d["split"]) != str(split):
-        raise DataError(file, f"holds samples of split {d['split']}, expected split {split}")
-    for s in samples:
-        if not s.path.resolve().is_relative_to(folder.resolve()):
-            raise DataError(file, f"sample path {s.path} escapes the folder")
-        if not s.path.is_file():
-            raise DataError(s.path, f"synthetic volume listed in {file} is missing; {make}")
-    return index
-
-
-def parse_arm(arm: str) -> tuple[str, str | None]:
-    """``(kind, generator)`` of an arm name: real, real+augmented, real+<generator>, synthetic_only:<generator>."""
-    if arm in ("real", "real+augmented"):
+    if arm in ("real", "real+augmented", controls.ORACLE):
         return arm, None
-    if arm.startswith("synthetic_only:") and arm.split(":", 1)[1]:
-        return "synthetic_only", arm.split(":", 1)[1]
-    if arm.startswith("real+") and arm[5:] and "{" not in arm:
+    for kind, prefix in (("synthetic_only", "synthetic_only:"), (controls.MISMATCHED, controls.MISMATCHED + ":")):
+        if arm.startswith(prefix) and arm[len(prefix) :] and "{" not in arm:
+            return kind, arm[len(prefix) :]
+    if arm.startswith("real+") and arm[5:] and "{" not in arm and ":" not in arm:
         return "real+generator", arm[5:]
     raise ConfigError(
-        f"segmentation.arms: {arm!r} is not an arm; choices: real, real+augmented, real+<generator>, "
-        "synthetic_only:<generator>"
+        f"segmentation.arms: {arm!r} is not an arm; choices: real, real+augmented, real+real_extra, "
+        "real+<generator>, synthetic_only:<generator>, real+mismatched:<generator>"
     )
 
 
@@ -184,6 +144,19 @@ def expand_arms(arms: Sequence[str], generators: Sequence[str]) -> list[str]:
         names = [arm.format(generator=g) for g in generators] if "{generator}" in arm else [arm]
         out += [n for n in names if n not in out]
     return out
+
+
+def named_generators(arms: Sequence[str]) -> list[str] | None:
+    """The generators a study needs when its arms name them: None when an arm is a ``{generator}`` template or
+    no arm names a generator (then the study runs every registered generator).
+
+    Args:
+        arms: ``segmentation.arms``, e.g. ``[real, real+real_extra, real+labels2image]`` -> ``[labels2image]``.
+    """
+    if any("{generator}" in arm for arm in arms):
+        return None
+    named = [g for g in (parse_arm(arm)[1] for arm in arms) if g]
+    return list(dict.fromkeys(named)) or None
 
 
 def build_arm(
@@ -197,18 +170,26 @@ def build_arm(
     *,
     target: str = "cavity",
     augment: AugmentConfig | None = None,
+    split: int | str = 0,
+    extra_ids: Sequence[str] = (),
+    patients: Mapping[str, str] | None = None,
+    protocol: str | None = None,
 ) -> ArmData:
     """Assemble one arm's training items.
 
     Args:
         arm: arm name (see ``parse_arm``).
         split_train_ids / split_test_ids: the split's training and test case ids.
-        real: case id -> ``(image, label, ...)`` for at least the training cases (label 0/1/2).
+        real: case id -> ``(image, label, ...)`` for at least the training cases (label 0/1/2) and ``extra_ids``.
         synth_index: generator name -> its ``SynthIndex`` for this split (only needed by generator arms).
-        ratio: extra (synthetic or augmented) volumes per real training volume.
+        ratio: extra (synthetic, augmented or oracle real) volumes per real training volume.
         seed: draws which synthetic samples are used and the control's augmentations.
         target: ``"cavity"`` or ``"cavity_wall"``.
         augment: the augmentations behind the ``real+augmented`` control (made stronger by ``control_config``).
+        split: the split's index; with ``seed`` it seeds the draws of ``real+real_extra`` and the negative control.
+        extra_ids: cases of patients outside the split (``controls.outside_cases``), the oracle's to draw from.
+        patients: case id -> patient id; the negative control never pairs a volume with its own patient's label.
+        protocol: ``splits.protocol``, named when the oracle has nothing to draw from.
 
     Returns:
         The ``ArmData`` (run ``audit_arm`` on it before training).
@@ -217,7 +198,7 @@ def build_arm(
     train_ids, test_ids = tuple(split_train_ids), tuple(split_test_ids)
     if ratio <= 0:
         raise ConfigError(f"segmentation.ratios: ratio must be > 0, got {ratio}")
-    missing = [c for c in train_ids if c not in real]
+    missing = [c for c in (*train_ids, *extra_ids) if c not in real]
     if missing:
         raise DataError("real training cases", f"arm {arm}: no arrays for cases {missing[:5]}")
     real_items = [ArmItem(_f32(real[c][0]), make_target(real[c][1], target), "real", c) for c in train_ids]
@@ -230,12 +211,18 @@ def build_arm(
     elif kind == "real+augmented":
         data.items = real_items + _augmented(real_items, n_extra, augment or AugmentConfig(), rng)
         data.provenance["augment_seed"] = seed
+    elif kind == controls.ORACLE:
+        if not extra_ids:
+            raise ConfigError(controls.no_pool_message(protocol))
+        data.items = real_items + _oracle(data, extra_ids, real, n_extra, controls.control_rng(seed, split, kind))
     else:
         if generator not in synth_index:
             raise DataError(f"<{generator} samples>", f"arm {arm}: no synthetic volumes of {generator} were given")
-        synth = _synthetic(synth_index[generator], train_ids, real, n_extra, target, rng)
-        data.items = synth if kind == "synthetic_only" else real_items + synth
         idx = synth_index[generator]
+        synth = _synthetic(idx, train_ids, real, n_extra, target, rng)
+        if kind == controls.MISMATCHED:
+            synth = _mismatched(data, synth, real, patients, controls.control_rng(seed, split, kind))
+        data.items = synth if kind == "synthetic_only" else real_items + synth
         data.provenance.update(
             protocol=idx.protocol,
             generator_seed=idx.seed,
@@ -244,6 +231,36 @@ def build_arm(
         )
     data.provenance["sources"] = {o: sorted({i.source_case_id for i in data.items if i.origin == o}) for o in ORIGINS}
     return data
+
+
+def _oracle(data: ArmData, extra_ids: Sequence[str], real: Mapping[str, tuple], n: int, rng) -> list[ArmItem]:
+    """``n`` real scans from outside the split (``controls.draw_extra``); the draw goes into the provenance."""
+    drawn, fill = controls.draw_extra(extra_ids, n, rng)
+    data.provenance.update(
+        extra_pool_size=len(set(extra_ids)),
+        extra_fill=fill,
+        extra_unique=len(set(drawn)),
+        extra_draws={c: drawn.count(c) for c in sorted(set(drawn))},
+    )
+    return [ArmItem(_f32(real[c][0]), make_target(real[c][1], data.target), "real_extra", c) for c in drawn]
+
+
+def _mismatched(
+    data: ArmData, synth: list[ArmItem], real: Mapping[str, tuple], patients: Mapping[str, str] | None, rng
+) -> list[ArmItem]:
+    """The synthetic items with the target of their deranged partner case (``controls.derange_cases``)."""
+    pairing = controls.derange_cases(data.train_ids, patients, rng)
+    out = [
+        replace(
+            i,
+            target=make_target(real[pairing[i.source_case_id]][1], data.target),
+            label_case_id=pairing[i.source_case_id],
+        )
+        for i in synth
+    ]
+    data.provenance["label_pairs"] = {i.source_case_id: i.label_case_id for i in out}
+    data.provenance["pairing"] = "patient-wise derangement" if patients is not None else "case-wise derangement"
+    return out
 
 
 def _f32(image: Any) -> np.ndarray:
@@ -300,21 +317,25 @@ class AuditReport:
     message: str
 
 
-def audit_arm(arm_data: ArmData, split: Any) -> AuditReport:
+def audit_arm(arm_data: ArmData, split: Any, patients: Mapping[str, str] | None = None) -> AuditReport:
     """Check an arm against its split; raise ``LeakageError`` on any leak of a test patient into training.
 
     Args:
         arm_data: the arm from ``build_arm``.
         split: a ``benchmark.data.splits.Split`` (or anything with ``train_cases``, ``test_cases`` and
             optionally ``train_patients`` / ``test_patients`` / ``index``).
+        patients: case id -> patient id of the study; needed to prove that the oracle's extra real scans come
+            from patients outside the split.
 
     Returns:
-        An ``AuditReport``. Fails when a training item comes from a test case or from outside the split's
-        training cases, when the arm's test list differs from the split's, or when the generator's training
-        ids include a test patient (allowed only under the ``shared`` protocol, which is flagged leaky).
+        An ``AuditReport``. Fails when a training item comes from (or is labelled by) a test case or a case
+        outside the split's training cases, except the oracle's extra real scans, which must come from patients
+        neither in the split's training nor in its test set, and only in ``real+real_extra``; when the arm's test
+        list differs from the split's; or when the generator's training ids include a test patient (allowed only
+        under the ``shared`` protocol, which is flagged leaky).
     """
     where = f"arm {arm_data.arm} of split {getattr(split, 'index', '?')}"
-    train, test = set(split.train_cases), set(split.test_cases)
+    test = set(split.test_cases)
     test_any = test | set(getattr(split, "test_patients", ()))
     folder = arm_data.provenance.get("samples_folder") or f"<{arm_data.arm}>"
     if set(arm_data.test_ids) != test:
@@ -323,17 +344,7 @@ def audit_arm(arm_data: ArmData, split: Any) -> AuditReport:
     if overlap:
         raise LeakageError(folder, f"{where}: test cases in its training list: {overlap[:5]}")
     for item in arm_data.items:
-        if item.source_case_id in test_any:
-            raise LeakageError(
-                item.path or folder,
-                f"{where}: {item.origin} training volume derived from test case {item.source_case_id}",
-            )
-        if item.source_case_id not in train:
-            raise LeakageError(
-                item.path or folder,
-                f"{where}: {item.origin} training volume derived from {item.source_case_id}, "
-                "which is not a training case of the split",
-            )
+        _audit_item(item, arm_data.kind, split, test_any, patients, where, item.path or folder)
     protocol = arm_data.provenance.get("protocol")
     seen = sorted(set(arm_data.provenance.get("generator_train_ids") or ()) & test_any)
     if seen and protocol != "shared":
@@ -345,3 +356,30 @@ def audit_arm(arm_data: ArmData, split: Any) -> AuditReport:
     leaky = protocol == "shared"
     msg = f"{where}: leaky (shared protocol; generator saw {len(seen)} test cases)" if leaky else f"{where}: clean"
     return AuditReport(arm_data.arm, protocol, leaky, msg)
+
+
+def _audit_item(
+    item: ArmItem, kind: str, split: Any, test_any: set, patients: Mapping[str, str] | None, where: str, at: Any
+) -> None:
+    """One training item against its split (see ``audit_arm``)."""
+    train = set(split.train_cases)
+    for role, case in (("derived from", item.source_case_id), ("labelled by", item.target_case_id)):
+        if case in test_any:
+            raise LeakageError(at, f"{where}: {item.origin} training volume {role} test case {case}")
+        if case not in train and item.origin != "real_extra":
+            raise LeakageError(
+                at, f"{where}: {item.origin} training volume {role} {case}, which is not a training case of the split"
+            )
+    if item.origin != "real_extra":
+        return
+    case = item.source_case_id
+    if kind != controls.ORACLE:
+        raise LeakageError(at, f"{where}: real scan {case} from outside the split; only {controls.ORACLE} adds them")
+    patient = (patients or {}).get(case)
+    if patient is None:
+        raise LeakageError(
+            at, f"{where}: extra real scan {case} has no known patient: it cannot be shown to be outside"
+        )
+    for part in ("train", "test"):
+        if case in getattr(split, f"{part}_cases") or patient in getattr(split, f"{part}_patients", ()):
+            raise LeakageError(at, f"{where}: extra real scan {case} of patient {patient} is in the split's {part} set")

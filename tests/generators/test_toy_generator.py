@@ -197,13 +197,14 @@ def test_dry_run_sweep_lists_the_toy_jobs(toy, tmp_path, capsys):
     ]  # fmt: skip
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    # disjoint_pool (configs/default.yaml): one toy trained on the pool serves both splits
-    assert lines[0] == "study toy_study: 9 jobs generator=1, segmentation=6, quality=2"
+    # disjoint_pool (configs/default.yaml): one toy trained on the pool serves both splits; 4 arms per split
+    assert lines[0] == "study toy_study: 11 jobs generator=1, segmentation=8, quality=2"
     listed = dict(line.strip().partition("  <- ")[::2] for line in lines[1:])
     assert listed["gen/pool/toy/seed0"] == ""
     assert listed["seg/split1/seed0/real+toy"] == "gen/pool/toy/seed0"
     assert listed["quality/split1/toy/seed0"] == "gen/pool/toy/seed0, seg/split1/seed0/real"
-    assert len(listed) == 9 and not any("pix2pix3d" in key or "spade" in key for key in listed)
+    assert listed["seg/split1/seed0/real+real_extra"] == ""  # the oracle draws real pool scans: no generator
+    assert len(listed) == 11 and not any("pix2pix3d" in key or "spade" in key for key in listed)
     assert not (tmp_path / "toy_study" / "mlflow.db").exists()
 
 

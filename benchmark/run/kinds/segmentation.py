@@ -21,50 +21,54 @@ def run_name(p: dict[str, Any]) -> str:
     return f"seg/split{p['split']}/seed{p['seed']}/{arm_folder(p)}"
 
 
-def run_segmentation(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
-    """Train and evaluate one arm of one split; per-case rows go to ``per_case.csv`` (``benchmark.results``)."""
-    from benchmark.segmentation.arms import audit_arm, build_arm, load_synth_index, parse_arm
-    from benchmark.segmentation.train import train_arm
+def assemble_arm(study: Study, p: dict[str, Any]) -> tuple[Any, Any]:
+    """One arm's training set for a split and seed, audited against the split (nothing is trained).
 
-    cfg, split, seed, arm, ratio = study.cfg, int(p["split"]), int(p["seed"]), p["arm"], float(p["ratio"])
+    Args:
+        study: the prepared study (its arrays, splits and patients).
+        p: the job's parameters: ``split``, ``seed``, ``arm``, ``ratio``.
+
+    Returns:
+        ``(ArmData, AuditReport)``; a leak raises ``LeakageError``.
+    """
+    from benchmark.segmentation.arms import audit_arm, build_arm, load_synth_index, parse_arm
+    from benchmark.segmentation.controls import ORACLE, outside_cases
+
+    cfg, split, seed, arm = study.cfg, int(p["split"]), int(p["seed"]), p["arm"]
     s = study.plan.splits[split]
     arrays = study.arrays
-    _, gen = parse_arm(arm)
+    kind, gen = parse_arm(arm)
     synth = {}
     if gen:
         synth[gen] = load_synth_index(study.samples_dir(gen, split, seed), generator=gen, split=split, seed=seed)
-    real = {c: (arrays[c].image, arrays[c].label) for c in s.train_cases}
+    patients = {c: pid for pid, cases in study.manifest.patients().items() for c in cases}
+    extra = outside_cases(s, patients) if kind == ORACLE else ()
+    real = {c: (arrays[c].image, arrays[c].label) for c in (*s.train_cases, *extra)}
     data = build_arm(
-        arm,
-        s.train_cases,
-        s.test_cases,
-        real,
-        synth,
-        ratio,
-        seed,
-        target=cfg.segmentation.target,
-        augment=cfg.segmentation.augment,
-    )
-    audit = audit_arm(data, s)
+        arm, s.train_cases, s.test_cases, real, synth, float(p["ratio"]), seed,
+        target=cfg.segmentation.target, augment=cfg.segmentation.augment, split=split, extra_ids=extra,
+        patients=patients, protocol=study.plan.protocol,
+    )  # fmt: skip
+    return data, audit_arm(data, s, patients)
+
+
+def run_segmentation(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
+    """Train and evaluate one arm of one split; per-case rows go to ``per_case.csv`` (``benchmark.results``)."""
+    from benchmark.segmentation.train import train_arm
+
+    cfg, split, seed = study.cfg, int(p["split"]), int(p["seed"])
+    data, audit = assemble_arm(study, p)
+    arrays, s = study.arrays, study.plan.splits[split]
     test = {c: (arrays[c].image, arrays[c].label, study.spacing(c)) for c in s.test_cases}
     rows = train_arm(
-        data,
-        test,
-        cfg.segmentation,
-        cfg.train,
-        out_dir=out,
-        seed=seed,
-        study=cfg.name,
-        split=split,
-        arm=arm_folder(p),
-        tracker=tracker,
-        audit=audit,
-        expected_spacing=cfg.data.expected_spacing,
-    )
+        data, test, cfg.segmentation, cfg.train, out_dir=out, seed=seed, study=cfg.name, split=split,
+        arm=arm_folder(p), tracker=tracker, audit=audit, expected_spacing=cfg.data.expected_spacing,
+    )  # fmt: skip
     dice = rows[rows.metric == "dice"].value
     return {
-        "arm": arm,
+        "arm": p["arm"],
         "n_real": data.n_real,
+        "n_real_extra": data.n_real_extra,
         "n_synthetic": data.n_synthetic,
         "n_augmented": data.n_augmented,
         "mean_dice": float(dice.mean()) if len(dice) else float("nan"),
