@@ -23,6 +23,7 @@ from benchmark.tracking.tracker import default_uri
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
+ARMS = "segmentation.arms=[real,real+augmented,real+pix2pix3d]"  # 7 jobs: prepare, generator, 3 arms, quality, report
 SWEEP = [sys.executable, str(REPO / "launchers" / "sweep.py")]
 
 
@@ -31,6 +32,7 @@ def _args(cluster: dict[str, str], root: Path, name: str = "tiny") -> list[str]:
         "--generators",
         "pix2pix3d",
         *tiny_study_overrides(root, name=name, n_splits=1),
+        ARMS,
         "cluster.executor=slurm",
         f"cluster.partition={cluster['LGE_SLURM_PARTITION']}",
         f"cluster.account={cluster.get('LGE_SLURM_ACCOUNT', 'lge')}",
@@ -101,7 +103,7 @@ def test_detached_study_finishes_on_its_own_and_a_killed_follower_loses_nothing(
 
     # the same study in this process gives the same per-case results
     debug_root = tmp_path / "debug"
-    ref = ["--generators", "pix2pix3d", *tiny_study_overrides(debug_root, n_splits=1), "cluster.executor=debug"]
+    ref = ["--generators", "pix2pix3d", *tiny_study_overrides(debug_root, n_splits=1), ARMS, "cluster.executor=debug"]
     assert main(ref) == 0
     pd.testing.assert_frame_equal(_per_case(root), _per_case(debug_root / "tiny"))
 

@@ -62,6 +62,7 @@ def test_tiny_sweep_through_sbatch(cluster, tmp_path, capsys):
         "pix2pix3d",
         *tiny_study_overrides(tmp_path, n_splits=1),
         *_slurm_overrides(cluster, tmp_path),
+        "segmentation.arms=[real,real+augmented,real+pix2pix3d]",
         "cluster.poll_s=1",
         "--follow",  # submit, then wait for the study as it runs on the cluster
     ]
