@@ -95,8 +95,7 @@ def test_collapsed_array_ids_expand():
     ],
 )
 def test_slurm_states_map_to_study_states(state, reason, expected):
-    rec = JobRecord("k", "generator", "h", executor="slurm", job_id="1")
-    assert _from_slurm(rec, slurm.SlurmState(state, reason))[0] == expected
+    assert _from_slurm(slurm.SlurmState(state, reason))[0] == expected
 
 
 def _spec(key: str, kind: str = "segmentation", cfg_hash: str = "h") -> JobSpec:

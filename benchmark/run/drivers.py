@@ -154,7 +154,8 @@ def run_on_slurm(study: Study, gens: list[str], graph: Graph, *, follow_jobs: bo
         state = StudyState(study.root)
         jobs = [PlannedJob(spec, deps, J.out_dir(study, spec.kind, spec.params)) for spec, deps in specs]
         standing = {s.key: s for s in study_status(study.root)}
-        plan_jobs(jobs[:-1], state.load(), standing, lambda j: J.already_done(j.spec, study))
+        records = state.load()
+        plan_jobs(jobs[:-1], records, standing, lambda j: J.already_done(j.spec, study))
         report = jobs[-1]
         report.action = _report_action(
             study, report, standing.get("report"), any(j.action == "submit" for j in jobs[:-1])
@@ -163,7 +164,7 @@ def run_on_slurm(study: Study, gens: list[str], graph: Graph, *, follow_jobs: bo
             parent = start_parent_run(uri, exp_id, study, gens, prepared=False) if uri else None
             params = {"parent_run_id": parent.run_id, "tracking_uri": uri} if parent else {}
             report.spec = replace(report.spec, params=params, cfg_hash=J.job_hash(cfg, "report", params))
-            report.attempt = state.load()["report"].attempt + 1 if "report" in state.load() else 1
+            report.attempt = records["report"].attempt + 1 if "report" in records else 1
             for j in jobs:
                 j.spec = replace(j.spec, parent_run_id=parent.run_id if parent else None)
             submit_planned(jobs, study, submitit_folder(study), state)

@@ -72,7 +72,7 @@ def driver_alive(root: Path) -> bool:
         return False
 
 
-def _from_slurm(rec: JobRecord, state: slurm.SlurmState | None) -> tuple[str, str]:
+def _from_slurm(state: slurm.SlurmState | None) -> tuple[str, str]:
     if state is None:
         return "failed", "unknown to Slurm (purged from its records)"
     detail = f"{state.state} {state.reason}".strip()
@@ -108,7 +108,7 @@ def study_status(root: str | Path, out_dirs: dict[str, Path] | None = None) -> l
         if _done(rec, folder):
             out[key] = JobStatus(rec, "done")
         elif rec.executor == "slurm":
-            out[key] = JobStatus(rec, *_from_slurm(rec, states.get(rec.job_id or "")))
+            out[key] = JobStatus(rec, *_from_slurm(states.get(rec.job_id or "")))
         elif rec.status in ("failed", "skipped"):
             out[key] = JobStatus(rec, rec.status, rec.error)
         else:

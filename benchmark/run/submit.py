@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +131,6 @@ def submit_planned(jobs: list[PlannedJob], study: Study, folder: Path, state: St
 
 
 def _with_attempt(job: PlannedJob) -> JobSpec:
-    from dataclasses import replace
-
     return replace(job.spec, attempt=job.attempt)
 
 
