@@ -156,6 +156,11 @@ def init_distributed(backend: str | None = None) -> DistEnv:
         return denv
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # torch._dynamo, imported lazily by the first optimizer, keeps a reference to a process group that exists
+    # when it is imported: destroy_process_group then leaves gloo's worker threads running, and one of them
+    # freeing a finished collective's tensors while the interpreter shuts down aborts the rank (SIGABRT,
+    # "terminate called without an active exception") after its work is done. Imported first, it holds none.
+    import torch._dynamo  # noqa: F401
     if backend == "nccl":
         torch.cuda.set_device(denv.local_rank % torch.cuda.device_count())
     if denv.world_size == 1:
@@ -201,6 +206,6 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> None:
 
 
 def cleanup() -> None:
-    """Destroy the default process group if one exists."""
+    """Destroy the default process group if one exists (gloo's worker threads end with it)."""
     if dist.is_initialized():
         dist.destroy_process_group()
