@@ -14,6 +14,7 @@ The variables torchrun would set are exported before the group is created, so De
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Mapping
@@ -160,7 +161,7 @@ def init_distributed(backend: str | None = None) -> DistEnv:
     # when it is imported: destroy_process_group then leaves gloo's worker threads running, and one of them
     # freeing a finished collective's tensors while the interpreter shuts down aborts the rank (SIGABRT,
     # "terminate called without an active exception") after its work is done. Imported first, it holds none.
-    import torch._dynamo  # noqa: F401
+    importlib.import_module("torch._dynamo")
     if backend == "nccl":
         torch.cuda.set_device(denv.local_rank % torch.cuda.device_count())
     if denv.world_size == 1:
