@@ -2,7 +2,7 @@
 #               make test    (venv + install + the test suite)
 # TORCH_SPEC pins the torch build installed before everything else (setup.py keeps a range), e.g.
 #   make test TORCH_SPEC="torch==2.13.0"                       (CPU build, the default here)
-#   make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+#   make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"   (Turing and newer; cu126 on a V100)
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0

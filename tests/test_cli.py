@@ -139,7 +139,7 @@ def test_read_only_folder_is_refused(tmp_path):
 # --------------------------------------------------------------------------- launchers run from anywhere
 
 SCRIPTS = [
-    "launchers/sweep.py", "launchers/train_generator.py", "launchers/train_segmenter.py",
+    "launchers/sweep.py", "launchers/train_generator.py", "launchers/train_segmenter.py", "launchers/sample.py",
     "launchers/evaluate_generator.py", "launchers/profile_throughput.py", "analysis/aggregate.py",
     "analysis/cluster_selection.py", "analysis/profile_report.py", "analysis/report.py", "analysis/significance.py",
 ]  # fmt: skip

@@ -72,14 +72,14 @@ WORKER = textwrap.dedent(
         train = TrainConfig(engine=engine, zero_stage=zero, batch_size=1, log_every=1, checkpoint_every=100)
         model, result = train_generator(
             "pix2pix3d", GENERATORS["pix2pix3d"].config_cls.tiny(), images, labels, num_classes=4, train=train,
-            out_dir=f"{out}/{engine}", seed=0, steps=3,
+            out_dir=f"{out}/{engine}", seed=0, steps=6,  # a one-rank job's steps: 3 per rank
         )
         sums = {n: float(sum(p.detach().double().sum() for p in net.parameters()))
                 for n, net in model.networks.items()}
         report[engine] = {"steps": result.steps, "sums": sums, "losses": [h["g_l1"] for h in result.history]}
     rank = distributed.get_rank()
     # SPADE-LDM's R1 penalty (torch.autograd.grad on D) under ZeRO-2: it once tripped DeepSpeed's backward hooks
-    ldm_cfg = dataclasses.replace(GENERATORS["spade_ldm"].config_cls.tiny(), r1_warmup=0, ae_steps=2, diffusion_steps=1)
+    ldm_cfg = dataclasses.replace(GENERATORS["spade_ldm"].config_cls.tiny(), r1_warmup=0, ae_steps=4, diffusion_steps=2)
     small = [lab[:16, :16, :] for lab in labels[:4]]
     for engine, zero in (("deepspeed", 2), ("torch", None)):
         train = TrainConfig(engine=engine, zero_stage=zero, batch_size=1, log_every=1, checkpoint_every=100)
@@ -159,7 +159,7 @@ DIVERGING_WORKER = textwrap.dedent(
     out, rank = sys.argv[1], int(os.environ["RANK"])
     train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=100, prefetch=0)
     try:
-        fit(Toy(nan_at=2 if rank == 1 else None, steps=(5, 2)), batch_fn, train=train, out_dir=f"{out}/run", seed=0)
+        fit(Toy(nan_at=2 if rank == 1 else None, steps=(10, 4)), batch_fn, train=train, out_dir=f"{out}/run", seed=0)
         report = {"error": "finished"}
     except TrainingError as exc:
         report = {"error": str(exc)}
@@ -238,7 +238,7 @@ PREEMPTED_WORKER = textwrap.dedent(
             return super().train_step(ctx, stage, batch)
 
     train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=100, prefetch=0)
-    model = SignalledToy(steps=(5, 2))
+    model = SignalledToy(steps=(10, 4))  # one-rank steps: (5, 2) per rank
     try:
         fit(model, batch_fn, train=train, out_dir=f"{out}/run", seed=0)
         stopped = False
@@ -247,7 +247,7 @@ PREEMPTED_WORKER = textwrap.dedent(
     trained = model.calls
     runs = {}
     for name in ("run", "straight"):
-        toy = Toy(steps=(5, 2))
+        toy = Toy(steps=(10, 4))
         result = fit(toy, batch_fn, train=train, out_dir=f"{out}/{name}", seed=0)
         sums = [float(sum(p.double().sum() for p in net.parameters())) for net in toy.networks.values()]
         runs[name] = {"losses": [h["mse"] for h in result.history], "sums": sums,
@@ -274,3 +274,84 @@ def test_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     # the history in a checkpoint is rank 0's (the one that is logged): there it is the uninterrupted run's
     assert ranks[0]["run"]["losses"] == ranks[0]["straight"]["losses"]
     assert ranks[0]["run"]["losses"][3:] != ranks[1]["run"]["losses"][3:]  # each rank has its own batches
+
+
+GENERATOR_JOB_WORKER = textwrap.dedent(
+    """
+    import hashlib, json, os, pickle, sys
+    import torch
+    torch.set_num_threads(1)
+    import benchmark.generators.train as gt
+    from benchmark.engine import distributed
+    from benchmark.run.job import execute
+
+    out, rank = sys.argv[1], int(os.environ["RANK"])
+    seen = {"sampled": 0}
+    train_generator, sample_to_disk = gt.train_generator, gt.sample_to_disk
+
+    def training(*args, **kwargs):  # the job's own training, watched: its weights and step counts
+        model, result = train_generator(*args, **kwargs)
+        weights = b"".join(p.detach().numpy().tobytes() for net in model.networks.values() for p in net.parameters())
+        seen.update(digest=hashlib.sha256(weights).hexdigest(), steps=result.steps, world=result.world_size)
+        return model, result
+
+    def sampling(*args, **kwargs):
+        seen["sampled"] += 1
+        return sample_to_disk(*args, **kwargs)
+
+    gt.train_generator, gt.sample_to_disk = training, sampling
+    with open(f"{out}/spec.pkl", "rb") as fh:
+        summary = execute(pickle.load(fh))
+    distributed.cleanup()
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump({**seen, "summary": summary}, fh, default=str)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_rank_generator_job_trains_the_one_rank_epochs_and_writes_once(tmp_path):
+    import pickle
+
+    from mlflow.tracking import MlflowClient
+    from study_fixtures import tiny_study_overrides
+
+    from benchmark.config import load_config, to_dict
+    from benchmark.generators.train import train_generator
+    from benchmark.run.job import JobSpec, job_hash, run_name
+    from benchmark.study import prepare_study
+    from benchmark.tracking.tracker import default_uri, ensure_experiment
+
+    # 2 pool cases, batch 1, 2 epochs: 4 steps on one rank, 2 on each of two
+    overrides = [*tiny_study_overrides(tmp_path / "out"), "train.batch_size=1", "generators.pix2pix3d.epochs=2"]
+    cfg = load_config(REPO / "configs" / "default.yaml", overrides)
+    study = prepare_study(cfg)  # the study's prepare job, before the generator job's ranks start
+    uri = default_uri(cfg.study_dir)
+    exp = ensure_experiment(uri, cfg.name, study.root / "mlartifacts")
+    params = {"generator": "pix2pix3d", "seed": 0, "scope": study.scope(0)}
+    spec = JobSpec("generator", run_name("generator", params), params, to_dict(cfg), uri, exp, None,
+                   job_hash(cfg, "generator", params))  # fmt: skip
+    (tmp_path / "spec.pkl").write_bytes(pickle.dumps(spec))
+    ranks = _two_ranks(GENERATOR_JOB_WORKER, tmp_path, timeout=300)
+
+    cases = study.plan.generator_train_cases(None)
+    _, maps = study.composite(params["scope"])
+    _, one = train_generator("pix2pix3d", cfg.generators["pix2pix3d"], [study.arrays[c].image for c in cases],
+                             [maps[c] for c in cases], num_classes=cfg.composite.num_classes, train=cfg.train,
+                             out_dir=tmp_path / "one-rank", seed=0)  # fmt: skip
+    assert one.steps == 4 and one.world_size == 1
+    assert [r["world"] for r in ranks] == [2, 2] and [r["steps"] for r in ranks] == [2, 2]  # 2 x 2: the same epochs
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # averaged gradients: the same weights on both ranks
+    assert [r["sampled"] for r in ranks] == [1, 0]  # rank 0 alone samples and writes
+    assert ranks[1]["summary"] == {"key": spec.key, "rank": 1, "generator": "pix2pix3d", "scope": params["scope"],
+                                   "world_size": 2, "steps_per_rank": {"gan": 2}}  # fmt: skip
+    out = study.generator_dir("pix2pix3d", params["scope"], 0)
+    done = json.loads((out / "done.json").read_text())
+    assert done["world_size"] == 2 and done["steps_per_rank"] == {"gan": 2}
+    written = json.loads((out / "samples_all" / "samples.json").read_text())["samples"]
+    assert sorted(p.name for p in (out / "samples_all" / "samples").iterdir()) == sorted(
+        f"{s['case_id']}.nii.gz" for s in written
+    )
+    runs = MlflowClient(uri).search_runs([exp])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [(spec.key, "FINISHED")]
+    assert runs[0].data.tags["world_size"] == "2" and runs[0].data.tags["steps_per_rank.gan"] == "2"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,11 @@ class _Context:
     """What both back-ends share: devices, the per-step generator, freezing."""
 
     kind = "base"
+    skips_nonfinite = False  # whether a step with a non-finite loss is skipped (fp16 scalers) rather than fatal
 
     def __init__(self, model: Trainable, steps_per_net: dict[str, int], device: torch.device):
         self.device = device
+        self.skipped: dict[str, int] = {}  # updates skipped for inf/NaN gradients, per network (grad scalers)
         self.step = 0
         self.generator = torch.Generator(device=device)
         self.nets = model.networks
@@ -49,6 +53,9 @@ class _Context:
 
     def mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
         return distributed.all_reduce_mean(value.detach().clone())
+
+    def penalty_grad(self, name: str, output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return penalty_grad(None, output, inputs)
 
     def set_requires_grad(self, name: str, flag: bool) -> None:
         for p, initial in zip(self.nets[name].parameters(), self._flags[name], strict=True):
@@ -80,6 +87,8 @@ class TorchContext(_Context):
             self.optimizers[name], self.schedulers[name] = opt, sched
         use_scaler = train.precision == "fp16"
         self.scalers = {n: torch.amp.GradScaler(device.type) for n in steps_per_net} if use_scaler else {}
+        self.skipped = dict.fromkeys(self.scalers, 0)
+        self.skips_nonfinite = use_scaler
         if world > 1:  # every rank starts from rank 0's weights, as DeepSpeed does
             for net in self.nets.values():
                 for t in list(net.parameters()) + list(net.buffers()):
@@ -90,17 +99,26 @@ class TorchContext(_Context):
             loss = self.scalers[name].scale(loss)
         loss.backward()
 
+    def penalty_grad(self, name: str, output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return penalty_grad(self.scalers.get(name), output, inputs)
+
     def optimizer_step(self, name: str) -> None:
         opt = self.optimizers[name]
-        if self.world > 1:
+        if self.world > 1:  # before the scaler looks at them: every rank finds the same inf/NaN and skips alike
             all_reduce_grads(list(self.nets[name].parameters()))
         if name in self.scalers:
-            self.scalers[name].step(opt)
-            self.scalers[name].update()
+            scaler = self.scalers[name]
+            scale = scaler.get_scale()
+            scaler.step(opt)  # skips the update when a gradient is inf/NaN...
+            scaler.update()
+            if scaler.get_scale() < scale:  # ...and then lowers the scale: that is how a skip shows
+                self.skipped[name] += 1
         else:
             opt.step()
         if self.schedulers[name] is not None:
-            self.schedulers[name].step()
+            with warnings.catch_warnings():  # the schedule follows the steps, also one whose update was skipped
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+                self.schedulers[name].step()
         opt.zero_grad(set_to_none=True)
 
     def save_state(self, folder: Path) -> dict[str, Any]:
@@ -109,6 +127,7 @@ class TorchContext(_Context):
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() if s is not None else None for n, s in self.schedulers.items()},
             "scalers": {n: s.state_dict() for n, s in self.scalers.items()},
+            "skipped": dict(self.skipped),
         }
 
     def load_state(self, folder: Path, state: dict[str, Any]) -> None:
@@ -120,6 +139,30 @@ class TorchContext(_Context):
                 self.schedulers[n].load_state_dict(state["schedulers"][n])
         for n, scaler in self.scalers.items():
             scaler.load_state_dict(state["scalers"][n])
+        self.skipped.update({n: int(c) for n, c in state.get("skipped", {}).items() if n in self.skipped})
+
+
+def penalty_grad(scaler: torch.amp.GradScaler | None, output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``output.sum()`` with respect to ``inputs``, with its graph, for a gradient penalty (R1).
+
+    Under fp16 this is PyTorch's gradient-penalty recipe for ``GradScaler``: the gradient is taken of the output
+    scaled by the network's scaler (small fp16 gradients would otherwise flush to zero) and divided by the scale
+    before it is returned, so the caller's norm is computed on true values (under autocast, as the step runs);
+    an overflow gives inf, which makes the penalised loss non-finite and the scaler skip that update.
+
+    Args:
+        scaler: the penalised network's grad scaler; None (fp32, bf16, DeepSpeed) takes the plain gradient.
+        output: the network's output (e.g. the discriminator's logits on real images).
+        inputs: the tensor the gradient is taken with respect to (``requires_grad=True``).
+
+    Returns:
+        The unscaled gradient, shaped like ``inputs``, differentiable (``create_graph=True``).
+    """
+    if scaler is None:
+        (grad,) = torch.autograd.grad(output.sum(), inputs, create_graph=True)
+        return grad
+    (scaled,) = torch.autograd.grad(scaler.scale(output.sum()), inputs, create_graph=True)
+    return scaled / scaler.get_scale()
 
 
 def all_reduce_grads(params: list[torch.nn.Parameter], bucket_bytes: int = 25 * 2**20) -> None:

@@ -46,6 +46,11 @@ class StepContext(Protocol):
         """The network itself, outside any engine wrapper: for graphs differentiated with ``torch.autograd.grad``
         (gradient penalties), which must not pass through a wrapper's backward hooks."""
 
+    def penalty_grad(self, name: str, output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The gradient of ``output.sum()`` with respect to ``inputs`` with its graph, for a gradient penalty on
+        network ``name`` (R1); under fp16 taken on the output scaled by that network's grad scaler and returned
+        unscaled (PyTorch's recipe), so a model never sees a scaler."""
+
     def backward(self, name: str, loss: torch.Tensor) -> None:
         """Back-propagate ``loss`` into network ``name``'s parameters."""
 

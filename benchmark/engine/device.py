@@ -119,3 +119,28 @@ def resolve_device(requested: str, local_rank: int | None = None) -> torch.devic
             f"({cuda_state()}, local rank {local_rank})"
         )
     return torch.device("cuda", index)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision the training device cannot run, with a one-line ``ConfigError``.
+
+    bf16 needs native support (Ampere, sm_80, and newer): a V100 (sm_70) only emulates it, slowly, and
+    ``torch.cuda.is_bf16_supported()`` would say yes by counting that emulation; fp16 (autocast with a grad scaler
+    per network) is what such a GPU runs.
+
+    Args:
+        precision: ``train.precision`` (``fp32``, ``bf16`` or ``fp16``).
+        device: the device ``fit`` trains on.
+    """
+    if precision != "bf16" or device.type != "cuda":
+        return
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with torch.cuda.device(index):  # the check reads the current device
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return
+    major, minor = torch.cuda.get_device_capability(index)
+    raise ConfigError(
+        f"train.precision: bf16 is not supported by {torch.cuda.get_device_name(index)} (sm_{major}{minor}) on "
+        f"{socket.gethostname()} (torch.cuda.is_bf16_supported(including_emulation=False) is False); "
+        "use train.precision=fp16 (autocast with a grad scaler per network) or fp32"
+    )

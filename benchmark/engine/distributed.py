@@ -210,3 +210,81 @@ def cleanup() -> None:
     """Destroy the default process group if one exists (gloo's worker threads end with it)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _all_reduce_worker(rank: int, world: int, backend: str, port: int, numel: int, repeats: int, folder: str) -> None:
+    """One process of ``all_reduce_check``: sums ``rank + 1`` over the group, checks the sum, times the call."""
+    import json
+    import statistics
+    import time
+
+    importlib.import_module("torch._dynamo")  # as in init_distributed: the group must end with destroy
+    device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
+    if backend == "nccl":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        tensor = torch.full((numel,), float(rank + 1), device=device)
+        dist.all_reduce(tensor)  # also the warm-up: the first call sets up the communicators
+        ok = bool((tensor == world * (world + 1) / 2).all())
+        times = []
+        for _ in range(repeats):
+            if backend == "nccl":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            dist.all_reduce(tensor)
+            if backend == "nccl":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        if rank == 0:
+            seconds = statistics.median(times)
+            bus = 2 * (world - 1) / world * numel * tensor.element_size() / seconds  # nccl-tests' bus bandwidth
+            result = {"world": world, "backend": backend, "ok": ok, "bytes": numel * tensor.element_size()}
+            result |= {"seconds": seconds, "bus_bytes_per_s": bus}
+            with open(os.path.join(folder, "result.json"), "w") as fh:
+                json.dump(result, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def all_reduce_check(world: int, backend: str = "nccl", numel: int = 2**24, repeats: int = 5) -> dict[str, object]:
+    """An all-reduce across ``world`` fresh local processes (one per GPU with NCCL): its sum checked, its time taken.
+
+    Each process joins its own group over TCP on this host, so the check needs no launcher and leaves this
+    process without a group.
+
+    Args:
+        world: processes (the visible GPUs for ``nccl``).
+        backend: ``nccl`` (process ``r`` on ``cuda:r``) or ``gloo`` (CPU).
+        numel: float32 elements all-reduced (default 64 MiB).
+        repeats: timed calls after the checked one; the median is reported.
+
+    Returns:
+        ``world``, ``backend``, ``ok`` (every element held the expected sum), ``bytes``, ``seconds`` (median of one
+        call) and ``bus_bytes_per_s`` (nccl-tests' bus bandwidth). Raises ``ConfigError`` with the first line of a
+        process's error when one fails (e.g. NCCL cannot reach a GPU).
+    """
+    import json
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as folder:
+        args = (world, backend, _free_port(), numel, repeats, folder)
+        try:
+            mp.start_processes(_all_reduce_worker, args=args, nprocs=world, join=True, start_method="spawn")
+        except mp.ProcessRaisedException as exc:
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            raise ConfigError(f"{backend} all-reduce over {world} processes failed: {lines[-1][:300]}") from None
+        except mp.ProcessExitedException as exc:
+            raise ConfigError(f"{backend} all-reduce over {world} processes failed: {exc}") from None
+        with open(os.path.join(folder, "result.json")) as fh:
+            return json.load(fh)

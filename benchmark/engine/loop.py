@@ -6,6 +6,10 @@ network (ZeRO stage and precision from ``train``/``train.deepspeed_config``). Bo
 ``StepContext``, so model code never touches torch.distributed or deepspeed, and nothing here looks at a
 model's name or type.
 
+Data parallelism: stage steps are a one-rank job's. ``fit`` sets up the process group, then gives each of N ranks
+``ceil(steps / N)`` steps (as many epochs as on one rank, an N times larger global batch), recorded in the
+``FitResult`` and on the run (tags ``world_size``, ``steps_per_rank.<stage>``). fp16 (torch engine): see ``_skipped``.
+
 Determinism: the batch RNG handed to ``batch_fn`` and the context's ``torch.Generator`` are re-seeded every
 step from (seed, rank, stage index, step); the global python/numpy/torch RNGs are seeded once from
 (seed, rank) and checkpointed. A run resumed from a checkpoint therefore sees exactly the batches and noise
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,7 @@ from benchmark.engine import distributed
 from benchmark.engine.backends import DeepSpeedContext, TorchContext
 from benchmark.engine.batches import Batches, BatchFn, derive_seed, seed_everything
 from benchmark.engine.contract import Stage, Trainable
+from benchmark.engine.device import check_precision
 from benchmark.engine.preemption import PreemptionHook
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.tracking.tracker import NullTracker, Tracker
@@ -44,6 +50,7 @@ from benchmark.tracking.tracker import NullTracker, Tracker
 log = logging.getLogger(__name__)
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_MAX_SKIPPED_IN_A_ROW = 25  # fp16: the scale has been halved this often (65536 -> ~0.002): the run has diverged
 
 
 @dataclass
@@ -74,6 +81,11 @@ class FitResult:
         checkpoint: the newest checkpoint folder (None when none was written or found).
         resumed_from: the checkpoint this call resumed from, if any.
         timings: per-step timings of the steps this call trained (for throughput profiling).
+        rank / world_size: this process's global rank (only rank 0 writes a job's outputs) / ranks that trained.
+        steps_per_rank: stage name -> optimizer steps of every rank (the one-rank steps / world size, rounded up).
+        skipped_updates: fp16 (torch engine): network -> updates its grad scaler skipped for inf/NaN gradients
+            (whole run, resumed parts included; also logged as ``skipped_updates.<network>``).
+        nonfinite_steps: fp16: steps whose losses were not finite (their updates skipped; left out of the history).
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -82,9 +94,15 @@ class FitResult:
     checkpoint: Path | None = None
     resumed_from: Path | None = None
     timings: list[StepTiming] = field(default_factory=list)
+    rank: int = 0
+    world_size: int = 1
+    steps_per_rank: dict[str, int] = field(default_factory=dict)
+    skipped_updates: dict[str, int] = field(default_factory=dict)
+    nonfinite_steps: int = 0
 
 
-def _resolve_stages(model: Trainable, stage_steps: dict[str, int] | None) -> list[Stage]:
+def _resolve_stages(model: Trainable, stage_steps: dict[str, int] | None, world: int) -> list[Stage]:
+    """The model's stages with the overridden one-rank step counts, each divided over ``world`` ranks."""
     stages = list(model.stages())
     names = [s.name for s in stages]
     for key in stage_steps or {}:
@@ -95,7 +113,7 @@ def _resolve_stages(model: Trainable, stage_steps: dict[str, int] | None) -> lis
             if net not in model.networks:
                 raise ConfigError(f"stage {stage.name!r}: network {net!r} is not one of {sorted(model.networks)}")
     overrides = stage_steps or {}
-    return [Stage(s.name, s.networks, int(overrides.get(s.name, s.steps))) for s in stages]
+    return [Stage(s.name, s.networks, math.ceil(int(overrides.get(s.name, s.steps)) / world)) for s in stages]
 
 
 def _resolve_device(device: torch.device | str | None, local_rank: int) -> torch.device:
@@ -123,9 +141,13 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def _check_losses(
-    losses: dict[str, torch.Tensor], stage: Stage, step: int, stop: bool = False
-) -> tuple[dict[str, float], bool]:
-    """The losses as floats (raising on a non-finite one) and whether any rank asked to stop at this step."""
+    losses: dict[str, torch.Tensor], stage: Stage, step: int, stop: bool = False, skip_nonfinite: bool = False
+) -> tuple[dict[str, float], bool, bool]:
+    """The losses as floats, whether they are finite on every rank, and whether any rank asked to stop at this step.
+
+    A non-finite loss raises ``TrainingError`` naming it, unless ``skip_nonfinite`` (fp16 with grad scalers: the
+    scalers found the same inf/NaN in the averaged gradients and skipped the update on every rank).
+    """
     if not losses:
         raise TrainingError(f"stage {stage.name!r} step {step}: train_step returned no losses")
     names = list(losses)
@@ -140,15 +162,16 @@ def _check_losses(
         stacked = torch.cat([stacked, anywhere])
     values = stacked.cpu().tolist()  # one host copy for all losses (and the flags): a single device sync per step
     values, flag = values[: len(names)], values[len(names) :]
-    for name, value in zip(names, values, strict=True):
-        if not np.isfinite(value):
-            raise TrainingError(f"stage {stage.name!r} step {step}: loss {name!r} is {value} (not finite)")
-    if flag and not np.isfinite(flag[0]):
+    finite = bool(np.isfinite(values).all()) and (not flag or bool(np.isfinite(flag[0])))
+    if not finite and not skip_nonfinite:
+        for name, value in zip(names, values, strict=True):
+            if not np.isfinite(value):
+                raise TrainingError(f"stage {stage.name!r} step {step}: loss {name!r} is {value} (not finite)")
         raise TrainingError(
             f"stage {stage.name!r} step {step}: a loss is not finite on another rank (rank {distributed.get_rank()}"
             f" of {distributed.get_world_size()} stops with it; that rank's error names the loss)"
         )
-    return dict(zip(names, values, strict=True)), (flag[1] > 0 if flag else stop)
+    return dict(zip(names, values, strict=True)), finite, (flag[1] > 0 if flag else stop)
 
 
 def _sync(device: torch.device, enabled: bool) -> None:
@@ -173,12 +196,15 @@ class _Progress:
     def restore(self, state: dict[str, Any]) -> None:
         self.sums, self.count = {k: float(v) for k, v in state.get("sums", {}).items()}, int(state.get("count", 0))
 
-    def update(self, stage: Stage, step: int, global_step: int, values: dict[str, float]) -> dict[str, Any] | None:
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
+    def update(
+        self, stage: Stage, step: int, global_step: int, values: dict[str, float] | None
+    ) -> dict[str, Any] | None:
+        if values is not None:  # None: an fp16 step the scalers skipped, left out of the means
+            for k, v in values.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            self.count += 1
         self.timed += 1
-        if (step + 1) % self.every and step + 1 != stage.steps:
+        if (step + 1) % self.every and step + 1 != stage.steps or self.count == 0:
             return None
         elapsed = time.perf_counter() - self.t0
         means = {k: v / self.count for k, v in self.sums.items()}
@@ -230,27 +256,33 @@ def fit(
         tracker: receives the logged losses (on rank 0 only); None records nothing.
         resume: continue from the newest checkpoint in ``out_dir/checkpoints`` if there is one.
         device: None picks ``cuda:<local rank>`` when CUDA is available, else the CPU.
-        stage_steps: per-stage step counts replacing ``Stage.steps`` (tests, profiling).
+        stage_steps: per-stage step counts replacing ``Stage.steps`` (tests, profiling); one-rank counts, divided
+            over the ranks like ``Stage.steps``.
 
     Returns:
-        A ``FitResult``. Raises ``TrainingError`` on a non-finite loss (naming stage, step and loss),
-        ``CheckpointError`` on a corrupt, foreign or mismatched checkpoint (nothing is written then).
+        A ``FitResult``. Raises ``TrainingError`` on a non-finite loss (naming stage, step and loss; under fp16
+        with the torch engine only after ``_MAX_SKIPPED_IN_A_ROW`` such steps in a row), ``CheckpointError`` on a
+        corrupt, foreign or mismatched checkpoint (nothing is written then).
     """
     denv = distributed.detect_env()
     device = _resolve_device(device, denv.local_rank)
+    check_precision(train.precision, device)
     if train.engine == "deepspeed" or denv.world_size > 1:
         distributed.init_distributed("nccl" if device.type == "cuda" else "gloo")
-    rank = distributed.get_rank()
+    rank, world = distributed.get_rank(), distributed.get_world_size()  # known only now that the group exists
     if train.threads > 0:
         torch.set_num_threads(train.threads)
-    stages = _resolve_stages(model, stage_steps)
+    stages = _resolve_stages(model, stage_steps, world)
     for net in model.networks.values():
         net.to(device)
     seed_everything(seed, rank)
-    ctx = _make_context(model, stages, train, device, distributed.get_world_size())
+    ctx = _make_context(model, stages, train, device, world)
     tracker = tracker if tracker is not None and rank == 0 else NullTracker()
+    per_rank = {s.name: s.steps for s in stages}
+    tracker.set_tags({"world_size": world, **{f"steps_per_rank.{k}": v for k, v in per_rank.items()}})
     with PreemptionHook() as hook:
         run = _Run(model, ctx, train, Path(out_dir) / "checkpoints", seed, rank, tracker, hook)
+        run.result.rank, run.result.world_size, run.result.steps_per_rank = rank, world, per_rank
         run.train_all(batch_fn, stages, resume)
         ctx.finish()
     return run.result
@@ -266,6 +298,7 @@ class _Run:
         self.progress = _Progress(train.log_every, tracker, rank == 0)
         self.result = FitResult()
         self.amp = _AMP_DTYPES.get(train.precision)
+        self.in_a_row = 0  # consecutive steps with a non-finite loss (fp16)
 
     def train_all(self, batch_fn: BatchFn, stages: list[Stage], resume: bool) -> None:
         start_stage, start_step = self.resume() if resume else (0, 0)
@@ -273,6 +306,9 @@ class _Run:
             first = start_step if si == start_stage else 0
             if first < stages[si].steps:
                 self.run_stage(batch_fn, si, stages[si], first)
+        self.result.skipped_updates = dict(self.ctx.skipped)
+        if self.ctx.skipped:
+            self.progress.tracker.log_metrics({f"skipped_updates.{n}": c for n, c in self.ctx.skipped.items()})
 
     def resume(self) -> tuple[int, int]:
         latest = ckpt.find_latest(self.root)
@@ -282,6 +318,7 @@ class _Run:
         res = self.result
         res.history, res.final_losses = list(state["history"]), dict(state["final_losses"])
         res.steps, res.checkpoint, res.resumed_from = state["global_step"], latest, latest
+        res.nonfinite_steps = int(state.get("nonfinite_steps", 0))
         self.progress.restore(state.get("progress", {}))
         if self.rank == 0:
             log.info("resumed from %s (stage %d, step %d)", latest, state["stage_index"], state["step"])
@@ -296,11 +333,14 @@ class _Run:
     def _run_steps(self, batches: Batches, si: int, stage: Stage, first: int) -> None:
         every = self.train.checkpoint_every
         for step in range(first, stage.steps):
-            values, stop = self._step(batches, si, stage, step)
+            values, finite, stop = self._step(batches, si, stage, step)
             res = self.result
             res.steps += 1
-            res.final_losses = values
-            entry = self.progress.update(stage, step, res.steps, values)
+            if finite:
+                res.final_losses, self.in_a_row = values, 0
+            else:
+                self._skipped(stage, step, values)
+            entry = self.progress.update(stage, step, res.steps, values if finite else None)
             if entry is not None:
                 res.history.append(entry)
             if self.world == 1:  # one rank, no agreement needed: a signal that came during the logging counts too
@@ -313,8 +353,25 @@ class _Run:
     def _save(self, si: int, stage: Stage, step: int, values: dict[str, float]) -> None:
         res = self.result
         meta = {"stage_index": si, "stage_name": stage.name, "step": step + 1, "global_step": res.steps}
-        meta |= {"history": res.history, "final_losses": values, "progress": self.progress.state()}
+        meta |= {"history": res.history, "final_losses": res.final_losses, "progress": self.progress.state()}
+        meta["nonfinite_steps"] = res.nonfinite_steps
         res.checkpoint = ckpt.save(self.root, self.ctx, self.model, self.layout, meta, self.train.keep_checkpoints)
+
+    def _skipped(self, stage: Stage, step: int, values: dict[str, float]) -> None:
+        """An fp16 step with a non-finite loss (torch engine): its grad scalers skipped the update, as they do for
+        inf/NaN gradients; it is counted, logged and left out of the means, and the run stops when it persists."""
+        res = self.result
+        res.nonfinite_steps += 1
+        self.in_a_row += 1
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not np.isfinite(v)) or "on another rank"
+        if self.in_a_row >= _MAX_SKIPPED_IN_A_ROW:
+            raise TrainingError(
+                f"stage {stage.name!r} step {step}: losses not finite for {self.in_a_row} steps in a row under fp16 "
+                f"({bad}); the grad scalers cannot recover this run (try train.precision=fp32 to find the cause)"
+            )
+        if self.rank == 0:
+            log.warning("stage %r step %d: non-finite loss under fp16 (%s): update skipped", stage.name, step, bad)
+            self.progress.tracker.log_metrics({"nonfinite_steps": res.nonfinite_steps}, step=res.steps)
 
     def _stop(self, stage: Stage, step: int) -> None:
         """After the checkpoint at the signal: hand over to the job's handler (which requeues and exits)."""
@@ -325,7 +382,7 @@ class _Run:
             )  # fmt: skip
         self.hook.hand_over()
 
-    def _step(self, batches: Batches, si: int, stage: Stage, step: int) -> tuple[dict[str, float], bool]:
+    def _step(self, batches: Batches, si: int, stage: Stage, step: int) -> tuple[dict[str, float], bool, bool]:
         ctx, device = self.ctx, self.ctx.device
         _sync(device, self.train.sync_timing)
         t0 = time.perf_counter()
@@ -336,7 +393,7 @@ class _Run:
         amp = torch.autocast(device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
         with amp:
             losses = self.model.train_step(ctx, stage, batch)
-        values, stop = _check_losses(losses, stage, step, self.hook.requested)
+        values, finite, stop = _check_losses(losses, stage, step, self.hook.requested, ctx.skips_nonfinite)
         _sync(device, self.train.sync_timing)
         self.result.timings.append(StepTiming(stage.name, step, t1 - t0, time.perf_counter() - t1))
-        return values, stop
+        return values, finite, stop

@@ -246,10 +246,10 @@ def measure(point: ProfilePoint) -> list[dict[str, Any]]:
         )  # fmt: skip
         # one folder for all ranks (they write parts of the same checkpoints); removed once everyone is done
         scratch = Path(point.out_dir) / ("fit-" + point.key.replace("/", "_"))
-        try:
+        try:  # stage_steps are a one-rank job's: the engine gives each of the point's ranks n of them
             result = fit(
                 prof, batch_fn, train=train, out_dir=scratch, seed=point.seed,
-                resume=False, device=device, stage_steps={s.name: n for s in model.stages()},
+                resume=False, device=device, stage_steps={s.name: n * point.ranks for s in model.stages()},
             )  # fmt: skip
         finally:
             distributed.barrier()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from benchmark.config import StudyConfig, read_yaml
+from benchmark.engine.backends import penalty_grad
 from benchmark.errors import ConfigError
 from benchmark.generators.base import Generator
 
@@ -171,6 +172,9 @@ class _BareContext:
 
     def backward(self, name: str, loss: torch.Tensor) -> None:
         (self.scalers[name].scale(loss) if name in self.scalers else loss).backward()
+
+    def penalty_grad(self, name: str, output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return penalty_grad(self.scalers.get(name), output, inputs)
 
     def optimizer_step(self, name: str) -> None:
         if name in self.scalers:

@@ -67,7 +67,7 @@ def job_hash(cfg: StudyConfig, kind: str, params: dict[str, Any]) -> str:
     parts = {k: d[k] for k in get_kind(kind).sections}
     gen = params.get("generator") or (parse_arm(params["arm"])[1] if "arm" in params else None)
     if gen:
-        parts["generator"] = d["generators"][gen]
+        parts["generator"] = d["generators"][gen.partition("@")[0]]  # a variant (name@variant) hashes its name too
     return config_hash({"parts": parts, "params": params})
 
 
@@ -105,16 +105,16 @@ def slurm_job_id() -> str | None:
     return env.get("SLURM_JOB_ID")
 
 
-def _env_rank() -> int:
-    """The rank from the launcher's environment (the process group does not exist yet when a job starts)."""
-    for name in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
+def launcher_rank() -> int:
+    """This process's global rank as its launcher (torchrun, submitit, Slurm) set it: the process group does not
+    exist yet when a job starts. 0 in a single process."""
+    from benchmark.engine.distributed import detect_env  # torch: only where a job runs, not in --status
+
+    return detect_env().rank
 
 
 def _tracker(spec: JobSpec, study: Study) -> Tracker:
-    if spec.tracking_uri is None or _env_rank() != 0 or not get_kind(spec.kind).tracked:
+    if spec.tracking_uri is None or launcher_rank() != 0 or not get_kind(spec.kind).tracked:
         return NullTracker()
     from benchmark.tracking.tracker import MLflowTracker
 
@@ -154,13 +154,16 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     Returns:
         A small JSON-safe summary (also written as ``done.json``).
     """
-    if not logging.getLogger().handlers:  # progress lines of the engine in the job's log
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    rank = launcher_rank()
+    if not logging.getLogger().handlers:  # progress lines of the engine in the job's log (rank 0's: one copy)
+        logging.basicConfig(
+            level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(name)s %(message)s"
+        )
     cfg = build_section(StudyConfig, spec.config, "")
     study = Study(cfg)
     out = out_dir(study, spec.kind, spec.params)
-    if _env_rank() != 0:  # rank 0 holds the folder for the job's ranks
-        return _run(spec, study, out)
+    if rank != 0:  # rank 0 holds the folder, the run and the outputs for the job's ranks
+        return _follow(spec, study, out, rank)
     holder = f"{spec.key} attempt {spec.attempt}" + (f" (Slurm job {slurm_job_id()})" if slurm_job_id() else "")
     with claim_folder(out, holder):
         done = done_summary(spec, study)
@@ -177,6 +180,16 @@ def execute(spec: JobSpec) -> dict[str, Any]:
         if (out / "checkpoints").is_dir() and cfg.train.keep_checkpoints != 0:
             prune(out / "checkpoints", keep=1)
         return summary
+
+
+def _follow(spec: JobSpec, study: Study, out: Path, rank: int) -> dict[str, Any]:
+    """A rank other than 0 of a multi-rank job: it trains with rank 0 (the engine's collectives need every rank)
+    and writes nothing: no MLflow run, no config, no samples or rows, no ``done.json``. A kind that trains nothing
+    has nothing to share, so such a rank returns at once."""
+    kind = get_kind(spec.kind)
+    if not kind.trains or done_summary(spec, study) is not None:  # rank 0 returns at once too: no group to join
+        return {"key": spec.key, "rank": rank}
+    return {"key": spec.key, "rank": rank, **kind.body(study, spec.params, out, NullTracker())}
 
 
 def _run(spec: JobSpec, study: Study, out: Path) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from benchmark.errors import TrackingError
 from benchmark.tracking.links import LOCAL_UI, compare_url, runs_table_url, split_arm_runs, ui_address
 from benchmark.tracking.tracker import MLFLOW_PARENT_TAG, client_for
 
-__all__ = ["RunRecord", "compare_url", "download_artifact", "experiment_runs", "run_artifacts", "study_ui_lines"]
+__all__ = ["RunRecord", "compare_url", "download_artifact", "experiment_runs", "find_run", "run_artifacts",
+           "study_ui_lines"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,41 @@ def _record(run: Any) -> RunRecord:
     )
 
 
-def run_artifacts(uri: str, run_id: str) -> list[str]:
-    """Paths of the files logged at the top level of a run's artifacts."""
+def run_artifacts(uri: str, run_id: str, folder: str | None = None) -> list[str]:
+    """Paths of the files logged at the top level of a run's artifacts (or of its artifact folder ``folder``)."""
     try:
-        return sorted(a.path for a in client_for(uri).list_artifacts(run_id) if not a.is_dir)
+        return sorted(a.path for a in client_for(uri).list_artifacts(run_id, folder) if not a.is_dir)
     except Exception as exc:
         raise TrackingError(f"cannot list the artifacts of run {run_id} at {uri}: {exc}") from None
+
+
+def find_run(uri: str, ref: str) -> RunRecord:
+    """The run whose id is ``ref``, else the newest FINISHED run named ``ref`` in any experiment of the store.
+
+    Args:
+        uri: tracking URI.
+        ref: a run id or a run name (``gen/pool/spade_ldm/seed0``).
+
+    Raises:
+        TrackingError: when the store cannot be read, no run matches, or the name is in several experiments.
+    """
+    try:
+        client = client_for(uri)
+        try:
+            return _record(client.get_run(ref))
+        except Exception:  # not a run id (an unreadable store fails below, with its own message)
+            pass
+        exps = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+        name = ref.replace("'", "\\'")
+        found = client.search_runs(exps, filter_string=f"attributes.run_name = '{name}' and attributes.status = "
+                                   "'FINISHED'", order_by=["attributes.start_time DESC"]) if exps else []  # fmt: skip
+    except Exception as exc:  # MlflowException, requests errors, sqlite errors
+        raise TrackingError(f"cannot look up run {ref!r} at {uri}: {exc}") from None
+    if not found:
+        raise TrackingError(f"--run {ref}: no run with that id, and no FINISHED run with that name, at {uri}")
+    if len({r.info.experiment_id for r in found}) > 1:
+        raise TrackingError(f"--run {ref}: that name is in several experiments at {uri}; pass the run id instead")
+    return _record(found[0])
 
 
 def download_artifact(uri: str, run_id: str, path: str, dst_dir: str | Path) -> Path:

@@ -137,8 +137,7 @@ def ensure_experiment(uri: str, name: str, artifact_dir: str | Path | None = Non
 
     The sweep driver calls this before any job starts. Processes that call it at once (launchers started by hand
     on one study) are safe: a local sqlite store is created under a file lock, and an experiment that another
-    process created first (on a server too) is looked up instead.
-    """
+    process created first (on a server too) is looked up instead. ``artifact_dir`` serves local stores only."""
     from mlflow.exceptions import MlflowException
 
     with _store_lock(uri):
@@ -146,7 +145,8 @@ def ensure_experiment(uri: str, name: str, artifact_dir: str | Path | None = Non
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        location = Path(artifact_dir).resolve().as_uri() if artifact_dir is not None else None
+        local = artifact_dir is not None and not uri.startswith(("http://", "https://"))
+        location = Path(artifact_dir).resolve().as_uri() if local else None  # over HTTP: the server's proxied store
         try:
             return client.create_experiment(name, artifact_location=location)
         except MlflowException as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,11 +98,16 @@ def _crashing_batch_fn(after_calls: int):
     return crashing
 
 
-def check_resume_is_bit_identical(spec: GeneratorSpec, tmp_path) -> None:
-    """3 steps straight == 2 steps, a crash, a fresh model resumed from the checkpoint, 1 step."""
+def check_resume_is_bit_identical(spec: GeneratorSpec, tmp_path, precision: str = "fp32") -> tuple[Any, Any]:
+    """3 steps straight == 2 steps, a crash, a fresh model resumed from the checkpoint, 1 step.
+
+    Returns the straight and the resumed run's ``FitResult`` (for checks of a precision's own state).
+    """
     steps = stage_steps(build_tiny(spec), 3)
     # prefetch=0: the crash counts batch_fn calls, which a loader process would count in its own copy
-    train = TrainConfig(engine="torch", batch_size=2, log_every=1, checkpoint_every=1, threads=1, prefetch=0)
+    train = TrainConfig(
+        engine="torch", precision=precision, batch_size=2, log_every=1, checkpoint_every=1, threads=1, prefetch=0
+    )
     straight = fit(build_tiny(spec), batch_fn, train=train, out_dir=tmp_path / "a", seed=3, stage_steps=steps)
     # same schedule lengths as the straight run (cosine schedulers depend on them); the job dies in the last step
     with pytest.raises(_Crash):
@@ -112,3 +118,4 @@ def check_resume_is_bit_identical(spec: GeneratorSpec, tmp_path) -> None:
     assert len(resumed.timings) == 1, "exactly the one remaining step must be trained after resuming"
     assert resumed.final_losses == straight.final_losses
     assert resumed.steps == straight.steps
+    return straight, resumed

@@ -1,0 +1,77 @@
+"""The cost plan: its memory measurement, its voxel scaling against a measured peak, its FLOPs against the counter,
+and ``sweep.py --plan`` on a study whose dataset is not on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.config import load_config
+from benchmark.profiling.flops import network_step_flops
+from benchmark.profiling.plan import StageCost, model_costs, peak_bytes, state_bytes
+from benchmark.run.sweep import main
+from benchmark.segmentation.model import TARGET_CLASSES, Segmenter
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_UNET = ["segmentation.channels=[4,8,16,32]", "segmentation.strides=[2,2,2]", "segmentation.num_res_units=1"]
+
+
+def test_peak_bytes_sees_a_tensor_that_lives_only_inside_the_call():
+    size = 64 * 2**20
+
+    def work() -> None:
+        x = torch.ones(size // 4)
+        del x
+
+    assert peak_bytes(work) == pytest.approx(size, rel=0.05)
+
+
+def test_activation_scaled_from_a_reduced_shape_matches_the_measured_peak_and_flops_match_the_counter():
+    cfg = load_config(REPO / "configs" / "default.yaml", SMALL_UNET)
+    full = (64, 64, 32)
+    planned = model_costs("unet", cfg, full, 2, "fp32", (32, 32, 16))[0]
+    measured = model_costs("unet", cfg, full, 2, "fp32", full)[0]  # the same step run at the full shape
+    assert measured.activation_bytes > 20 * 2**20
+    assert planned.activation_bytes == pytest.approx(measured.activation_bytes, rel=0.15)
+    seg = dataclasses.replace(cfg.segmentation, patch=None)
+    net = Segmenter(seg, np.ones(TARGET_CLASSES[seg.target], dtype=np.float32)).networks["unet"]
+    assert measured.flops == network_step_flops(net, (2, 1, *full), device="cpu")
+    assert planned.flops == measured.flops  # convolutions scale exactly with voxels
+
+
+def test_zero_stages_shard_optimizer_state_and_gradients():
+    cost = StageCost(
+        model="m", stage="s", networks=("g",), params_all=150, params_stage=100, flops=1.0, activation_bytes=0.0,
+        shape=(8, 8, 8), shape_measured=(8, 8, 8), batch=1, precision="fp16", config_steps=1,
+    )  # fmt: skip
+    assert state_bytes(cost, zero_stage=0, ranks=4, deepspeed=True) == {"weights": 600, "grads": 400, "optimizer": 1200}
+    assert state_bytes(cost, zero_stage=2, ranks=4, deepspeed=True) == {"weights": 600, "grads": 100, "optimizer": 300}
+    assert state_bytes(cost, zero_stage=1, ranks=4, deepspeed=False)["optimizer"] == 200
+
+
+def test_plan_needs_no_dataset_and_writes_nothing_into_the_study(tmp_path, monkeypatch, capsys):
+    import benchmark.profiling.plan_jobs as plan_jobs
+
+    def stub(model, cfg, shape, batch, precision, measured):
+        return [StageCost(
+            model=model, stage="s", networks=("n",), params_all=10**6, params_stage=10**6, flops=1e12,
+            activation_bytes=40 * 2**30 if model == "unet" else 2**30, shape=shape, shape_measured=measured,
+            batch=batch, precision=precision, config_steps=100,
+        )]  # fmt: skip
+
+    monkeypatch.setattr(plan_jobs, "model_costs", stub)
+    out = tmp_path / "runs"
+    argv = ["--plan", "--config", str(REPO / "configs" / "default.yaml"), "--generators", "pix2pix3d",
+            "--plan-gpu", "V100-SXM2", "--plan-csv", str(tmp_path / "plan.csv"), "--seeds", "0",
+            "data.kind=la2018", f"data.root={tmp_path / 'absent'}", f"output_dir={out}",
+            "robustness.enabled=false"]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "154 scans" in text and "study total:" in text
+    misfits = next(line for line in text.splitlines() if line.startswith("does not fit:"))
+    assert "segmentation real s" in misfits and "generator" not in misfits  # 40 GiB of activations > 32 GiB
+    assert not out.exists() and (tmp_path / "plan.csv").is_file()
