@@ -11,7 +11,8 @@ Gaussian-smoothed intensities:
 4. the remaining k - 1 clusters are relabelled 3, 4, ..., k + 1 in order of increasing centre intensity.
 
 The fitted model (k centres + the background index) is a small JSON file, so maps for test cases are made with
-a model that never saw them.
+a model that never saw them. ``k = 0`` fits nothing: the maps are the expert labels alone (values 0, 1, 2), the
+conditioning of the paper's cavity-only ablation.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class CompositeModel:
 
     Args:
         centers: k cluster centres (smoothed intensity), in k-means order.
-        background: index into ``centers`` of the dropped background cluster.
+        background: index into ``centers`` of the dropped background cluster (-1 without clusters, k = 0).
         sigma: smoothing used at fit time (applied again at predict time).
     """
 
@@ -97,8 +98,10 @@ def fit_composite(images: dict[str, np.ndarray], labels: dict[str, np.ndarray], 
     Returns:
         The fitted ``CompositeModel``.
     """
+    if cfg.k == 0:  # cavity and wall only: nothing to fit
+        return CompositeModel(centers=(), background=-1, sigma=cfg.sigma)
     if not 2 <= cfg.k <= 10:
-        raise ConfigError(f"composite.k: {cfg.k} is outside the allowed range 2..10")
+        raise ConfigError(f"composite.k: {cfg.k} is outside the allowed range 2..10 (or 0: cavity and wall only)")
     if not images:
         raise DataError("composite", "no cases to fit the clustering on")
     rng = np.random.default_rng(cfg.seed)
@@ -140,9 +143,11 @@ def apply_composite(model: CompositeModel, image: np.ndarray, label: np.ndarray,
         case_id: names the case in errors.
 
     Returns:
-        uint8 map with 0 background, 1 cavity, 2 wall, 3..k+1 context clusters.
+        uint8 map with 0 background, 1 cavity, 2 wall, 3..k+1 context clusters (only 0, 1, 2 for a k = 0 model).
     """
     _check_pair(image, label, case_id)
+    if model.k == 0:
+        return np.asarray(label, dtype=np.uint8).copy()
     smooth = gaussian_filter(image.astype(np.float64), model.sigma)
     centers = np.asarray(model.centers)
     nearest = np.abs(smooth[..., None] - centers).argmin(-1)

@@ -1,12 +1,20 @@
-"""The generator registry: one ``register`` line per generator (see ``base.GeneratorSpec``)."""
+"""The generator registry: one ``register`` line per generator (see ``base.GeneratorSpec``), and the conditioning
+variants a study may run beside a generator (``spade_ldm@cavity_only``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from benchmark.errors import ConfigError
 from benchmark.generators import labels2image, pix2pix3d, spade_gan, spade_ldm
 from benchmark.generators.base import GeneratorConfig, GeneratorSpec
 
 GENERATORS: dict[str, GeneratorSpec] = {}
+
+# ``<generator>@<variant>``: the same generator and settings, trained and sampled on other label maps; each variant
+# is the ``composite`` settings it replaces (``Study.label_maps``). cavity_only: the expert cavity and wall alone
+# (the paper's Fig. 5 ablation)
+VARIANTS: dict[str, dict[str, Any]] = {"cavity_only": {"k": 0}}
 
 
 def register(spec: GeneratorSpec) -> GeneratorSpec:
@@ -44,3 +52,36 @@ def get_generator_spec(name: str) -> GeneratorSpec:
     if name not in GENERATORS:
         raise ConfigError(f"generator {name!r} is unknown; choices: {', '.join(sorted(GENERATORS))}")
     return GENERATORS[name]
+
+
+def split_generator_name(name: str) -> tuple[GeneratorSpec, str | None]:
+    """The registry entry and the variant of a study's generator name.
+
+    Args:
+        name: a key of ``GENERATORS`` (``spade_ldm``) or ``<generator>@<variant>`` with a key of ``VARIANTS``
+            (``spade_ldm@cavity_only``); anything else raises ``ConfigError`` listing the choices.
+
+    Returns:
+        ``(spec, variant)``; the variant is None for a plain generator name.
+    """
+    base, sep, variant = name.partition("@")
+    spec = get_generator_spec(base)
+    if sep and variant not in VARIANTS:
+        raise ConfigError(f"generator {name!r}: unknown variant {variant!r}; choices: {', '.join(sorted(VARIANTS))}")
+    return spec, (variant if sep else None)
+
+
+def check_copies(name: str, gen_cfg: GeneratorConfig, copies: int) -> None:
+    """Refuse several volumes per label map from a generator whose ``sample`` ignores its noise.
+
+    Args:
+        name: the generator's study name (named in the message).
+        gen_cfg: its settings (``GeneratorConfig.deterministic_sampling``).
+        copies: volumes asked for per label map (``segmentation.ratios`` above 1 ask for several).
+    """
+    if copies > 1 and gen_cfg.deterministic_sampling:
+        raise ConfigError(
+            f"segmentation.ratios: a ratio above 1 needs {copies} different volumes per label map, but {name} samples "
+            f"deterministically (every copy would be the same volume); leave {name} out (--generators) or keep "
+            "ratios <= 1"
+        )

@@ -3,15 +3,15 @@ and its registry entry.
 
 A ``GeneratorSpec`` is one registry line in ``benchmark/generators/__init__.py``: a name, a ``GeneratorConfig``
 subclass and a ``build(config, num_classes, shape)`` factory returning a ``Generator``. Optional features are
-declared here, with defaults, so callers use them directly: ``epochs``, ``tiny()``, ``warmups()``, ``samplers()``
-on the config; ``tags()`` and ``cfg`` on the generator.
+declared here, with defaults, so callers use them directly: ``epochs``, ``tiny()``, ``warmups()``, ``samplers()``,
+``needs_segmenter()`` on the config; ``tags()``, ``set_segmenter()`` and ``cfg`` on the generator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -25,9 +25,16 @@ class GeneratorConfig:
     Args:
         epochs: passes over the training cases, converted to optimizer steps of every stage by the training job
             (``benchmark.generators.train``); None keeps the stage step counts of the config.
+        precision: the engine precision of this generator's training job (autocast, and a gradient scaler per
+            network for fp16), replacing ``train.precision`` for it alone; None keeps ``train.precision``.
+
+    ``deterministic_sampling`` (a class attribute, not a setting) declares a ``sample`` that ignores its noise, so
+    that several volumes per label map (``segmentation.ratios`` above 1) are refused rather than duplicated.
     """
 
+    deterministic_sampling: ClassVar[bool] = False
     epochs: int | None = None
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
 
     @classmethod
     def tiny(cls) -> GeneratorConfig:
@@ -53,6 +60,14 @@ class GeneratorConfig:
         """The key of ``samplers()`` that ``sample`` uses when no ``sampler`` is given; None without samplers."""
         return None
 
+    def needs_segmenter(self) -> bool:
+        """Whether training needs a frozen real-only segmenter of the generator's scope (a consistency loss).
+
+        The study then trains one on the scope's training cases before the generator job
+        (``benchmark.run.kinds.scope_segmenter``) and hands it over with ``Generator.set_segmenter``; False by default.
+        """
+        return False
+
 
 @runtime_checkable
 class Generator(Trainable, Protocol):
@@ -66,6 +81,13 @@ class Generator(Trainable, Protocol):
     def tags(self) -> dict[str, str]:
         """Run tags the generator job logs (e.g. ``perceptual=off``); none by default."""
         return {}
+
+    def set_segmenter(self, module: torch.nn.Module | None) -> None:
+        """Attach the frozen segmenter a config with ``needs_segmenter()`` asks for (logits, >= 2 channels).
+
+        Generators whose config never asks for one refuse it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} takes no segmenter (its config's needs_segmenter() is False)")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Generator: MONAI ``BasicUNet`` (five encoder levels with skip connections, four 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ class Pix2PixConfig(GeneratorConfig):
     ``configs/paper.yaml`` sets them together with full network widths.
     """
 
+    deterministic_sampling: ClassVar[bool] = True  # no noise input: a label map always gives the same volume
     features: tuple[int, int, int, int, int, int] = (16, 16, 32, 64, 128, 16)  # 5 encoder levels + last decoder
     g_norm: Literal["instance", "batch"] = "instance"
     g_dropout: float = 0.0

@@ -43,6 +43,7 @@ class SpadeGanConfig(GeneratorConfig):
     # is group norm with a single group there and everywhere
     norm: Literal["group", "instance"] = "group"
     last_act: Literal["none", "tanh", "sigmoid"] = "none"
+    upsampling: Literal["nearest", "trilinear"] = "nearest"  # the decoder's 2x steps (SPADENet upsampling_mode)
     d_channels: int = 16
     d_layers: int = 3  # strided layers of the full-resolution discriminator (the half-resolution one too)
     d_kernel: int = 3  # 3 keeps feature maps >= 2 voxels deep for volumes of depth 16
@@ -97,6 +98,7 @@ class SpadeVaeGenerator(nn.Module):
             spade_intermediate_channels=cfg.spade_hidden,
             norm=norm,
             last_act=last_act,
+            upsampling_mode=cfg.upsampling,
         )
 
     def forward(

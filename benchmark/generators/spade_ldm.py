@@ -76,7 +76,7 @@ class SpadeLdmConfig(GeneratorConfig):
     guidance: float = 1.5
     sampler: Literal["ddpm", "ddim"] = "ddim"
     ddim_steps: int = 50
-    seg_weight: float = 0.0  # segmentation-consistency loss; needs set_segmenter(...)
+    seg_weight: float = 0.0  # segmentation-consistency loss; > 0: the study gives the job its scope's segmenter
     diffusion_steps: int = 300
 
     def __post_init__(self) -> None:
@@ -101,6 +101,10 @@ class SpadeLdmConfig(GeneratorConfig):
     def default_sampler(self) -> str:
         """The ``sampler`` field."""
         return self.sampler
+
+    def needs_segmenter(self) -> bool:
+        """A frozen real-only segmenter for the consistency loss, when ``seg_weight > 0``."""
+        return self.seg_weight > 0
 
     @classmethod
     def tiny(cls) -> SpadeLdmConfig:
@@ -245,8 +249,8 @@ class SpadeLdm(Generator):
             # ZeRO) would mistake for the end of a backward pass: the real branch then runs on the plain module
             real_logits = (ctx.unwrapped("discriminator") if use_r1 else disc)(real)[-1]
             loss_d = discriminator_loss(real_logits, disc(recon.detach())[-1], cfg.gan_loss)
-            if use_r1:
-                (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+            if use_r1:  # under fp16 the context scales this gradient with D's scaler and unscales it for the norm
+                grad = ctx.penalty_grad("discriminator", real_logits, real)
                 r1 = grad.pow(2).flatten(1).sum(1).mean()
                 loss_d = loss_d + 0.5 * cfg.r1_gamma * r1
             ctx.backward("discriminator", loss_d)

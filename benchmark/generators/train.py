@@ -8,9 +8,9 @@ montage. Launchers and sweeps call these; neither knows which generator it is ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +23,7 @@ from benchmark.config import TrainConfig
 from benchmark.data.io import save_nifti
 from benchmark.engine.loop import BatchFn, FitResult, fit
 from benchmark.errors import ConfigError, DataError
-from benchmark.generators import get_generator_spec
+from benchmark.generators import check_copies, get_generator_spec
 from benchmark.generators.base import Generator, GeneratorConfig
 from benchmark.tracking.tracker import Tracker
 
@@ -76,8 +76,8 @@ def _stage_steps(model: Generator, gen_cfg: GeneratorConfig, n_cases: int, train
     epochs = gen_cfg.epochs
     if epochs is None:
         return None
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_epoch = math.ceil(n_cases / (train.batch_size * world))
+    # the steps of a one-rank job: the engine divides them over the ranks once the process group exists
+    per_epoch = math.ceil(n_cases / train.batch_size)
     return {s.name: epochs * per_epoch for s in model.stages()}
 
 
@@ -94,6 +94,7 @@ def train_generator(
     tracker: Tracker | None = None,
     steps: int | None = None,
     device: torch.device | str | None = None,
+    segmenter: torch.nn.Module | None = None,
 ) -> tuple[Generator, FitResult]:
     """Build generator ``name`` and train it on (image, label map) pairs; resumes from ``out_dir`` checkpoints.
 
@@ -107,8 +108,11 @@ def train_generator(
         out_dir: the job folder (checkpoints in ``out_dir/checkpoints``).
         seed: seeds the initial weights and the engine.
         tracker: receives the losses (rank 0).
-        steps: optimizer steps of every stage, replacing the config's steps/epochs (tests, quick runs).
+        steps: optimizer steps of every stage of a one-rank job, replacing the config's steps/epochs (tests, quick
+            runs); the engine divides them over the ranks.
         device: None picks CUDA when available.
+        segmenter: the frozen real-only segmenter a config with ``needs_segmenter()`` trains against (a
+            consistency loss); required then, refused otherwise.
 
     Returns:
         The trained generator and the engine's ``FitResult``.
@@ -120,8 +124,17 @@ def train_generator(
     shape = _check_pairs(images, labels, num_classes)
     torch.manual_seed(seed)  # initial weights depend on the seed only, identical on every rank
     model = spec.build(gen_cfg, num_classes, shape)
+    if gen_cfg.needs_segmenter() != (segmenter is not None):
+        raise ConfigError(
+            f"generators.{name}: its settings " + ("ask for a segmenter and none was given" if segmenter is None
+                                                   else "ask for no segmenter, but one was given")
+        )  # fmt: skip
+    if segmenter is not None:
+        model.set_segmenter(segmenter)
     batch_fn = make_batch_fn(images, labels, train.batch_size)
     stage_steps = _stage_steps(model, gen_cfg, len(images), train, steps)
+    if gen_cfg.precision is not None:  # this generator's own precision (the paper's mixed-precision autoencoder)
+        train = dataclasses.replace(train, precision=gen_cfg.precision)
     result = fit(
         model, batch_fn, train=train, out_dir=Path(out_dir), seed=seed, tracker=tracker, device=device,
         stage_steps=stage_steps,
@@ -142,6 +155,11 @@ def _montage(rows: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]], 
     return save_montage(path, grid, labels=labels, titles=[case_id for case_id, *_ in rows])
 
 
+def _sample_one(generator: Generator, label: torch.Tensor, entropy: list[int], device: torch.device) -> np.ndarray:
+    gen = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+    return generator.sample(label, generator=gen)[0, 0].detach().float().cpu().numpy()
+
+
 def sample_to_disk(
     generator: Generator,
     labels: dict[str, np.ndarray],
@@ -153,24 +171,29 @@ def sample_to_disk(
     name: str | None = None,
     num_classes: int | None = None,
     montage_cases: int = 4,
+    copies: int = 1,
 ) -> Path:
-    """Generate one volume per label map and write ``samples/<case_id>.nii.gz``, ``samples.json``, ``montage.png``.
+    """Generate ``copies`` volumes per label map: ``samples/<case_id>.nii.gz`` (the first) and
+    ``samples/copy<k>/<case_id>.nii.gz`` (the others), then ``samples.json`` and ``montage.png``.
 
     Args:
         generator: a trained generator.
         labels: case id -> (X, Y, Z) label map.
         affines: case id -> 4x4 affine of that label map (copied to the synthetic volume).
         out_dir: the job folder.
-        seed: seeds each case's sampling noise (together with the case id).
+        seed: seeds each case's sampling noise (together with the case id and, after the first, the copy).
         reals: case id -> real image, shown next to the synthetic one in the montage.
         name: generator name recorded in ``samples.json`` (default: the class name).
         num_classes: if given, label maps with other values raise ``DataError``.
-        montage_cases: cases shown in the montage.
+        montage_cases: cases shown in the montage (their first volumes).
+        copies: volumes per label map, each from its own noise (``check_copies`` refuses more than one from a
+            deterministic generator).
 
     Returns:
         The path of ``samples.json`` (written last: its presence marks a complete set).
     """
     out_dir = Path(out_dir)
+    check_copies(name or type(generator).__name__, generator.cfg, copies)
     missing = sorted(set(labels) - set(affines))
     if missing:
         raise DataError(missing[0], "label map has no affine")
@@ -179,15 +202,17 @@ def sample_to_disk(
     for case_id, label in labels.items():
         if num_classes is not None:
             check_label_values(label, num_classes, f"label map {case_id}")
-        # noise seeded by (seed, case id): a case gets the same volume whichever subset of cases is sampled
-        entropy = [seed, zlib.crc32(case_id.encode())]
-        gen = torch.Generator(device=device).manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         lab = torch.from_numpy(np.asarray(label, dtype=np.int64))[None, None]
-        volume = generator.sample(lab, generator=gen)[0, 0].detach().float().cpu().numpy()
-        path = save_nifti(out_dir / "samples" / f"{case_id}.nii.gz", volume.astype(np.float32), affines[case_id])
-        records.append({"case_id": case_id, "path": str(path.relative_to(out_dir))})
+        volumes = []
+        for copy in range(copies):
+            # noise seeded by (seed, case id[, copy]): a case gets the same volumes whichever subset is sampled
+            entropy = [seed, zlib.crc32(case_id.encode())] + ([copy] if copy else [])
+            volumes.append(_sample_one(generator, lab, entropy, device))
+            rel = Path("samples", f"copy{copy}" if copy else "", f"{case_id}.nii.gz")
+            save_nifti(out_dir / rel, volumes[-1].astype(np.float32), affines[case_id])
+            records.append({"case_id": case_id, "path": str(rel)} | ({"copy": copy} if copy else {}))
         if len(rows) < montage_cases:
-            rows.append((case_id, np.asarray(label), None if reals is None else reals.get(case_id), volume))
+            rows.append((case_id, np.asarray(label), None if reals is None else reals.get(case_id), volumes[0]))
     if rows:
         _montage(rows, out_dir / "montage.png")
     manifest = {"generator": name or type(generator).__name__, "seed": seed, "samples": records}

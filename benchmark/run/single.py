@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from benchmark.config import load_config, to_dict
-from benchmark.run.job import JobSpec, execute, job_hash, run_name
+from benchmark.run.job import JobSpec, execute, job_hash, launcher_rank, run_name
 from benchmark.study import prepare_study
 from benchmark.tracking.tracker import check_reachable, default_uri, ensure_experiment
 
@@ -33,7 +33,7 @@ def run_one(args: argparse.Namespace, kind: str, params: dict) -> int:
 
     Args:
         args: the launcher's parsed command line (``common_args`` flags and overrides).
-        kind: the job kind, ``generator`` or ``segmentation``.
+        kind: the job kind, ``generator``, ``segmentation`` or ``scope_segmenter``.
         params: the job's parameters (generator or arm, seed, split, ...).
 
     Returns:
@@ -42,7 +42,8 @@ def run_one(args: argparse.Namespace, kind: str, params: dict) -> int:
     ov = list(args.overrides) + ([f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else [])
     cfg = load_config(args.config, ov)
     uri = cfg.tracking.uri or default_uri(cfg.study_dir)
-    if cfg.tracking.enabled:
+    tracked = cfg.tracking.enabled and launcher_rank() == 0  # the other ranks of a torchrun job log nothing
+    if tracked:
         check_reachable(uri)
     study = prepare_study(cfg)
     if args.split >= len(study.plan.splits):
@@ -50,18 +51,20 @@ def run_one(args: argparse.Namespace, kind: str, params: dict) -> int:
 
         raise ConfigError(f"--split: {args.split} is out of range (the study has {len(study.plan.splits)} splits)")
     if kind == "generator":
-        params = {**params, "scope": study.scope(args.split)}
-    exp = (
-        ensure_experiment(uri, cfg.tracking.experiment or cfg.name, study.root / "mlartifacts")
-        if cfg.tracking.enabled
-        else None
-    )
+        from benchmark.run.kinds.generator import job_params
+
+        params = job_params(cfg, params["generator"], study.scope(args.split), params["seed"])
+    elif kind == "scope_segmenter":  # the real-only segmenter of the generator scope serving --split
+        from benchmark.run.kinds.scope_segmenter import job_params as segmenter_params
+
+        params = segmenter_params(cfg, study.scope(args.split), params["seed"])
+    exp = ensure_experiment(uri, cfg.tracking.experiment or cfg.name, study.root / "mlartifacts") if tracked else None
     spec = JobSpec(
         kind=kind,
         key=run_name(kind, params),
         params=params,
         config=to_dict(cfg),
-        tracking_uri=uri if cfg.tracking.enabled else None,
+        tracking_uri=uri if tracked else None,
         experiment_id=exp,
         parent_run_id=None,
         cfg_hash=job_hash(cfg, kind, params),

@@ -2,9 +2,11 @@
 
 Every arm of a split is trained on its own list of volumes and evaluated on the same held-out real test cases:
 
-- ``real``: the split's real training cases;
+- ``real``: the split's real training cases; ``real@matched``, the same trained for the largest arm's optimizer
+  steps (the compute-matched control of ``segmentation.budget: epochs``, ``benchmark.segmentation.budget``);
 - ``real+<generator>``: those plus ``round(ratio * n_real)`` synthetic volumes from the generator's
-  ``samples.json`` of this split, only samples conditioned on the split's training label maps;
+  ``samples.json`` of this split, only samples conditioned on the split's training label maps (for a ratio above 1,
+  from the first ``ceil(ratio)`` volumes sampled from each label map, see ``sample_copies``);
 - ``synthetic_only:<generator>``: ``round(ratio * n_real)`` synthetic volumes and no real ones;
 - ``real+augmented``: the size-matched control, the real cases plus as many extra volumes as the synthetic arm
   at the same ratio, made once by conventional augmentation of the real training cases with a fixed seed;
@@ -23,6 +25,7 @@ anything is trained; the draws of the two controls are in ``benchmark.segmentati
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,6 +34,7 @@ import nibabel as nib
 import numpy as np
 
 from benchmark.config import AugmentConfig
+from benchmark.config.segmentation import MATCHED_ARM
 from benchmark.errors import ConfigError, DataError
 from benchmark.segmentation import controls
 from benchmark.segmentation.augment import augment_pair, build_augment, control_config
@@ -118,13 +122,9 @@ class ArmData:
 
 
 def parse_arm(arm: str) -> tuple[str, str | None]:
-    """``(kind, generator)`` of an arm name.
-
-    Args:
-        arm: real, real+augmented, real+real_extra, real+<generator>, synthetic_only:<generator> or
-            real+mismatched:<generator>.
-    """
-    if arm in ("real", "real+augmented", controls.ORACLE):
+    """``(kind, generator)`` of an arm name: one of the module docstring's (the kind of a generator's arm is
+    ``real+generator``, ``synthetic_only`` or ``real+mismatched``; of every other arm, its name)."""
+    if arm in ("real", MATCHED_ARM, "real+augmented", controls.ORACLE):
         return arm, None
     for kind, prefix in (("synthetic_only", "synthetic_only:"), (controls.MISMATCHED, controls.MISMATCHED + ":")):
         if arm.startswith(prefix) and arm[len(prefix) :] and "{" not in arm:
@@ -132,9 +132,18 @@ def parse_arm(arm: str) -> tuple[str, str | None]:
     if arm.startswith("real+") and arm[5:] and "{" not in arm and ":" not in arm:
         return "real+generator", arm[5:]
     raise ConfigError(
-        f"segmentation.arms: {arm!r} is not an arm; choices: real, real+augmented, real+real_extra, "
+        f"segmentation.arms: {arm!r} is not an arm; choices: real, {MATCHED_ARM}, real+augmented, real+real_extra, "
         "real+<generator>, synthetic_only:<generator>, real+mismatched:<generator>"
     )
+
+
+def sample_copies(ratios: Sequence[float]) -> int:
+    """Volumes a generator samples from each training label map so that the arm of every ratio can be filled.
+
+    Args:
+        ratios: ``segmentation.ratios``; ``ceil`` of the largest (1 for ratios up to 1).
+    """
+    return max(1, math.ceil(max(ratios, default=1.0)))
 
 
 def expand_arms(arms: Sequence[str], generators: Sequence[str]) -> list[str]:
@@ -206,7 +215,7 @@ def build_arm(
     data = ArmData(arm, kind, generator, ratio, seed, target, [], train_ids, test_ids)
     data.provenance = {"protocol": None, "generator_seed": None, "generator_train_ids": [], "samples_folder": None}
     rng = np.random.default_rng(seed)
-    if kind == "real":
+    if kind in ("real", MATCHED_ARM):
         data.items = real_items
     elif kind == "real+augmented":
         data.items = real_items + _augmented(real_items, n_extra, augment or AugmentConfig(), rng)
@@ -219,7 +228,7 @@ def build_arm(
         if generator not in synth_index:
             raise DataError(f"<{generator} samples>", f"arm {arm}: no synthetic volumes of {generator} were given")
         idx = synth_index[generator]
-        synth = _synthetic(idx, train_ids, real, n_extra, target, rng)
+        synth = _synthetic(idx, train_ids, real, n_extra, target, rng, math.ceil(ratio))
         if kind == controls.MISMATCHED:
             synth = _mismatched(data, synth, real, patients, controls.control_rng(seed, split, kind))
         data.items = synth if kind == "synthetic_only" else real_items + synth
@@ -268,16 +277,19 @@ def _f32(image: Any) -> np.ndarray:
 
 
 def _synthetic(
-    index: SynthIndex, train_ids: tuple[str, ...], real: Mapping[str, tuple], n: int, target: str, rng
+    index: SynthIndex, train_ids: tuple[str, ...], real: Mapping[str, tuple], n: int, target: str, rng, copies: int
 ) -> list[ArmItem]:
-    """``n`` synthetic items drawn without replacement from samples conditioned on the split's training cases."""
+    """``n`` synthetic items drawn without replacement from the first ``copies`` samples of each of the split's
+    training label maps (a ratio-1 arm draws from the first samples only, whatever else the folder holds)."""
     allowed = set(train_ids)
-    eligible = sorted((s for s in index.samples if s.case_id in allowed), key=lambda s: (s.case_id, str(s.path)))
+    eligible = sorted(
+        (s for s in index.samples if s.case_id in allowed and s.copy < copies), key=lambda s: (s.case_id, str(s.path))
+    )
     if len(eligible) < n:
         raise DataError(
             index.folder / SAMPLES_FILE,
-            f"{len(eligible)} synthetic volumes conditioned on this split's training cases, the arm needs {n}; "
-            f"make more with: {generator_command(index.generator, index.split, index.seed)}",
+            f"{len(eligible)} synthetic volumes conditioned on this split's training cases (up to {copies} per label "
+            f"map), the arm needs {n}; make more with: {generator_command(index.generator, index.split, index.seed)}",
         )
     chosen = sorted(rng.choice(len(eligible), size=n, replace=False).tolist())
     items = []

@@ -17,10 +17,12 @@ SAMPLES_FILE = "samples.json"
 
 @dataclass(frozen=True)
 class SynthSample:
-    """One synthetic volume: ``case_id`` is the real case whose label map conditioned it."""
+    """One synthetic volume: ``case_id`` is the real case whose label map conditioned it, ``copy`` which of the
+    volumes sampled from that label map (0, 1, ... with different seeds; several for ratios above 1)."""
 
     case_id: str
     path: Path
+    copy: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def load_synth_index(folder: str | Path, *, generator: str, split: int | str, se
         raise DataError(file, f"no synthetic volumes of {generator} for split {split}, seed {seed}; {make}")
     try:
         d = json.loads(file.read_text())
-        samples = tuple(SynthSample(str(s["case_id"]), folder / s["path"]) for s in d["samples"])
+        samples = tuple(SynthSample(str(s["case_id"]), folder / s["path"], int(s.get("copy", 0))) for s in d["samples"])
         index = SynthIndex(
             folder=folder,
             generator=str(d["generator"]),

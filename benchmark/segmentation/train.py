@@ -26,6 +26,7 @@ from benchmark.config import SegmentationConfig, TrainConfig, to_dict
 from benchmark.errors import ConfigError, DataError
 from benchmark.segmentation.arms import ArmData, ArmItem, AuditReport
 from benchmark.segmentation.augment import augment_pair, build_augment
+from benchmark.segmentation.budget import budget_steps
 from benchmark.segmentation.evaluate import evaluate_cases, summarize
 from benchmark.segmentation.model import TARGET_CLASSES, Segmenter, class_weights, save_segmenter
 from benchmark.tracking.tracker import NullTracker, Tracker
@@ -83,6 +84,7 @@ def train_arm(
     expected_spacing: Sequence[float] | None = None,
     spacing_policy: str = "warn",
     resume: bool = True,
+    budget_volumes: int | None = None,
 ) -> pd.DataFrame:
     """Train the segmenter on one arm and evaluate it on the split's held-out test cases.
 
@@ -99,26 +101,35 @@ def train_arm(
         device: training/inference device (default: the engine's choice).
         expected_spacing, spacing_policy: identity-spacing check of the test cases (see ``check_spacing``).
         resume: continue from the latest checkpoint in ``out_dir/checkpoints``.
+        budget_volumes: the volumes ``epochs`` counts under ``segmentation.budget: epochs`` (default: the arm's own;
+            ``real@matched``: the largest arm's, see ``benchmark.segmentation.budget``).
 
     Returns:
-        The per-case rows (``benchmark.results.COLUMNS``).
+        The per-case rows (``benchmark.results.COLUMNS``); none on a rank other than 0 of a multi-rank job, which
+        trains with rank 0 and writes nothing.
     """
     if seg_cfg.target != arm_data.target:
         raise ConfigError(f"segmentation.target: {seg_cfg.target!r} but the arm was built for {arm_data.target!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arm, tracker = arm or arm_data.arm, tracker or NullTracker()
-    tracker.set_tags(_tags(arm_data, arm, split, seed, audit))
-    fitted = _fit_arm(arm_data, seg_cfg, train_cfg, out_dir, seed, tracker, device=device, resume=resume)
+    tracker.set_tags(_tags(arm_data, arm, split, seed, audit) | {"budget": seg_cfg.budget})
+    n_budget = budget_volumes or len(arm_data.items)
+    steps = budget_steps(seg_cfg, n_real=len(arm_data.train_ids), n_volumes=n_budget)
+    fitted = fit_segmenter(
+        arm_data, seg_cfg, train_cfg, out_dir, seed, tracker, device=device, resume=resume, steps=steps
+    )
+    if fitted.rank != 0:  # the other ranks of a multi-rank job trained with rank 0; it alone evaluates and writes
+        return results.concat([])
     keys = {"study": study, "split": split, "seed": seed, "arm": arm, "generator": arm_data.generator}
     rows, eval_s = _evaluate_arm(fitted.model, test, seg_cfg.target, keys, expected_spacing, spacing_policy)
-    record = _arm_record(arm_data, fitted, seg_cfg, keys, audit, summarize(rows), eval_s)
+    record = _arm_record(arm_data, fitted, seg_cfg, keys, audit, summarize(rows), eval_s) | {"budget_volumes": n_budget}
     _write_arm(out_dir, rows, record, tracker, arm_data, fitted.train_seconds)
     return rows
 
 
 @dataclass
-class _Fitted:
+class FittedSegmenter:
     """A trained segmenter and what its training left to record."""
 
     model: Segmenter
@@ -127,9 +138,11 @@ class _Fitted:
     final_losses: dict[str, float]
     train_seconds: float
     weights_file: str
+    rank: int = 0
+    world_size: int = 1
 
 
-def _fit_arm(
+def fit_segmenter(
     arm_data: ArmData,
     seg_cfg: SegmentationConfig,
     train_cfg: TrainConfig,
@@ -137,10 +150,21 @@ def _fit_arm(
     seed: int,
     tracker: Tracker,
     *,
-    device: torch.device | None,
-    resume: bool,
-) -> _Fitted:
-    """Build the U-Net with the arm's class weights, train it with the engine and save its weights."""
+    steps: int,
+    device: torch.device | None = None,
+    resume: bool = True,
+) -> FittedSegmenter:
+    """Build the U-Net with the arm's class weights, train it with the engine and save its weights (rank 0).
+
+    Args:
+        arm_data: the training set (an arm's, or the real cases of a generator scope).
+        seg_cfg, train_cfg: the ``segmentation`` and ``train`` sections.
+        out_dir: the job folder (checkpoints, ``segmenter.pt``).
+        seed: seeds the initialisation and the batches.
+        tracker: receives the losses.
+        device, resume: as in ``train_arm``.
+        steps: optimizer steps of a one-rank job (``benchmark.segmentation.budget.budget_steps``).
+    """
     from benchmark.engine.loop import fit  # the engine pulls in the distributed stack; import it only for training
 
     weights = class_weights(
@@ -158,13 +182,16 @@ def _fit_arm(
         tracker=tracker,
         resume=resume,
         device=device,
-        stage_steps={"segmentation": seg_cfg.steps},
+        stage_steps={"segmentation": steps},
     )
     train_s = time.perf_counter() - start
-    weights_path = save_segmenter(model, out_dir)
-    steps = getattr(result, "steps", seg_cfg.steps)
     losses = _floats(getattr(result, "final_losses", {}))
-    return _Fitted(model, [float(w) for w in weights], steps, losses, train_s, weights_path.name)
+    fitted = FittedSegmenter(
+        model, [float(w) for w in weights], result.steps, losses, train_s, "", result.rank, result.world_size
+    )
+    if result.rank == 0:
+        fitted.weights_file = save_segmenter(model, out_dir).name
+    return fitted
 
 
 def _evaluate_arm(
@@ -186,7 +213,7 @@ def _evaluate_arm(
 
 def _arm_record(
     arm_data: ArmData,
-    fitted: _Fitted,
+    fitted: FittedSegmenter,
     seg_cfg: SegmentationConfig,
     keys: dict[str, Any],
     audit: AuditReport | None,
@@ -201,7 +228,9 @@ def _arm_record(
         "train_seed": keys["seed"],
         "leaky": None if audit is None else audit.leaky,
         "class_weights": fitted.class_weights,
+        "budget": seg_cfg.budget,
         "steps": fitted.steps,
+        "world_size": fitted.world_size,
         "final_losses": fitted.final_losses,
         "train_seconds": round(fitted.train_seconds, 3),
         "eval_seconds": round(eval_s, 3),
@@ -219,7 +248,7 @@ def _write_arm(
     json_path = write_text_atomic(out_dir / "arm.json", json.dumps(record, indent=1, default=str))
     tracker.log_metrics({k: v for k, v in record["means"].items() if not math.isnan(v)})
     counts = {"n_real": arm_data.n_real, "n_synthetic": arm_data.n_synthetic, "n_augmented": arm_data.n_augmented}
-    tracker.log_metrics({**counts, "train_seconds": train_s})
+    tracker.log_metrics({**counts, "train_seconds": train_s, "train_steps": record["steps"]})
     tracker.log_artifact(json_path)
 
 

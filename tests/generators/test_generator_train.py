@@ -82,3 +82,43 @@ def test_train_then_sample_to_disk(tmp_path):
     with pytest.raises(DataError, match="label map case_x: label value 9"):
         sample_to_disk(model, {"case_x": bad}, {"case_x": affine}, tmp_path / "x", seed=0, num_classes=4)
     assert not (tmp_path / "x" / "samples.json").exists()
+
+
+def test_a_generator_precision_replaces_train_precision_for_its_job(tmp_path, monkeypatch):
+    import benchmark.generators.train as gen_train
+
+    seen = []
+    monkeypatch.setattr(gen_train, "fit", lambda model, batch_fn, *, train, **kw: seen.append(train.precision))
+    images, labels = _data()
+    cfg = GENERATORS["pix2pix3d"].config_cls.tiny()
+    train_generator("pix2pix3d", cfg, images, labels, num_classes=4, train=TRAIN, out_dir=tmp_path, seed=0)
+    cfg.precision = "bf16"
+    train_generator("pix2pix3d", cfg, images, labels, num_classes=4, train=TRAIN, out_dir=tmp_path, seed=0)
+    assert seen == ["fp32", "bf16"] and TRAIN.precision == "fp32"
+
+
+def test_copies_are_distinct_volumes_and_the_first_is_the_single_sample(tmp_path):
+    from benchmark.generators.spade_gan import SpadeGanConfig
+
+    _, labels = _data(n=2)
+    torch.manual_seed(0)
+    model = GENERATORS["spade_gan"].build(SpadeGanConfig.tiny(), 4, SHAPE)
+    ids = ["case_a", "case_b"]
+    args = (model, dict(zip(ids, labels, strict=True)), dict.fromkeys(ids, np.eye(4)))
+    single = json.loads(sample_to_disk(*args, tmp_path / "one", seed=0).read_text())
+    double = json.loads(sample_to_disk(*args, tmp_path / "two", seed=0, copies=2).read_text())
+    assert [s for s in double["samples"] if "copy" not in s] == single["samples"]
+    assert [(s["case_id"], s["path"]) for s in double["samples"] if s.get("copy") == 1] == [
+        (c, f"samples/copy1/{c}.nii.gz") for c in ids
+    ]
+    for c in ids:
+        first, second, alone = (
+            np.asarray(nib.load(tmp_path / d / "samples" / sub / f"{c}.nii.gz").dataobj)
+            for d, sub in (("two", ""), ("two", "copy1"), ("one", ""))
+        )
+        assert np.array_equal(first, alone) and not np.allclose(first, second)
+
+    pix = GENERATORS["pix2pix3d"].build(GENERATORS["pix2pix3d"].config_cls.tiny(), 4, SHAPE)
+    with pytest.raises(ConfigError, match=r"segmentation\.ratios: .* needs 2 different volumes .* pix2pix3d samples"):
+        sample_to_disk(pix, *args[1:], tmp_path / "pix", seed=0, name="pix2pix3d", copies=2)
+    assert not (tmp_path / "pix").exists()

@@ -98,3 +98,18 @@ def test_channels_list_is_not_mutated():
     build(cfg, NUM_CLASSES, SHAPE)
     build(cfg, NUM_CLASSES, SHAPE)
     assert cfg.channels == (4, 8)
+
+
+def test_decoder_upsampling_mode_is_a_key():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    nearest = build(SpadeGanConfig.tiny(), NUM_CLASSES, SHAPE)
+    torch.manual_seed(0)
+    trilinear = build(replace(SpadeGanConfig.tiny(), upsampling="trilinear"), NUM_CLASSES, SHAPE)
+    assert nearest.networks["generator"].net.decoder.upsampling.mode == "nearest"  # MONAI's default, the CPU study's
+    assert trilinear.networks["generator"].net.decoder.upsampling.mode == "trilinear"
+    label = _batch()["label"][:1]
+    a = nearest.sample(label, generator=torch.Generator().manual_seed(1))
+    b = trilinear.sample(label, generator=torch.Generator().manual_seed(1))
+    assert a.shape == b.shape == (1, 1, *SHAPE) and torch.isfinite(b).all() and not torch.equal(a, b)

@@ -193,7 +193,7 @@ def test_dry_run_sweep_lists_the_toy_jobs(toy, tmp_path, capsys):
         "--dry-run", "--generators", "toy", "--splits", "2", "--config", str(REPO / "configs" / "default.yaml"),
         "name=toy_study", f"output_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}",
         "data.phantom.n_patients=8", "data.phantom.scans_per_patient=[1,1]", "splits.test_fraction=0.34",
-        "splits.pool_fraction=0.25", "generators.toy.refine_steps=3",
+        "splits.pool_fraction=0.25", "generators.toy.refine_steps=3", "robustness.enabled=false",
     ]  # fmt: skip
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -126,3 +126,30 @@ def test_arm_names():
         parse_arm("fake")
     arms = expand_arms(("real", "real+augmented", "real+{generator}"), ["pix2pix3d", "spade_ldm"])
     assert arms == ["real", "real+augmented", "real+pix2pix3d", "real+spade_ldm"]
+
+
+def test_ratio_two_draws_both_samples_of_every_label_map(tmp_path, cases, split, make_samples):
+    import json
+
+    import nibabel as nib
+
+    one = _index(tmp_path / "one", make_samples, TRAIN)
+    folder = make_samples(tmp_path / "two", TRAIN)  # the same first samples, then a second one per label map
+    payload = json.loads((folder / "samples.json").read_text())
+    for case_id in TRAIN:
+        image = (cases[case_id][0] - 0.02).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(folder / f"copy1_{case_id}.nii.gz"))
+        payload["samples"].append({"case_id": case_id, "path": f"copy1_{case_id}.nii.gz", "copy": 1})
+    (folder / "samples.json").write_text(json.dumps(payload))
+    two = {"pix2pix3d": load_synth_index(folder, generator="pix2pix3d", split=0, seed=0)}
+    double = build_arm("real+pix2pix3d", TRAIN, TEST, cases, two, ratio=2.0, seed=0)
+    synth = [i for i in double.items if i.origin == "synthetic"]
+    assert (double.n_real, double.n_synthetic) == (6, 12)
+    assert sorted(i.source_case_id for i in synth) == sorted(TRAIN * 2) and len({i.path for i in synth}) == 12
+    audit_arm(double, split)
+    # a ratio-1 arm draws from the first samples only: the same draw as from a folder that holds nothing else
+    paths = [
+        [i.path.rsplit("/", 1)[-1] for i in build_arm("real+pix2pix3d", TRAIN, TEST, cases, x, seed=4).items[6:]]
+        for x in (one, two)
+    ]
+    assert paths[0] == paths[1]

@@ -13,6 +13,7 @@ from benchmark.config import AugmentConfig, SegmentationConfig, TrainConfig
 from benchmark.errors import ConfigError
 from benchmark.results import COLUMNS
 from benchmark.segmentation.arms import audit_arm, build_arm
+from benchmark.segmentation.budget import budget_steps
 from benchmark.segmentation.model import load_segmenter
 from benchmark.segmentation.train import make_batch_fn, train_arm
 from benchmark.tracking.tracker import MemoryTracker
@@ -105,3 +106,24 @@ def test_load_segmenter_refuses_missing_or_mismatched_weights(tmp_path, cases, s
     (tmp_path / "segmenter.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_segmenter(tmp_path, SEG)
+
+
+def test_budgets_give_each_arm_its_steps(tmp_path, cases, split):
+    from dataclasses import replace
+
+    epochs = replace(SEG, epochs=2, budget="epochs")
+    assert budget_steps(epochs, n_real=6, n_volumes=9) == 10  # ceil(9 / 2) x 2: the arm's own volumes
+    assert budget_steps(replace(SEG, epochs=2), n_real=6, n_volumes=9) == 6  # budget steps: the real arm's epochs
+    assert budget_steps(SEG, n_real=6, n_volumes=9) == SEG.steps
+    with pytest.raises(ConfigError, match=r"segmentation\.epochs: 0 must be >= 1"):
+        SegmentationConfig(epochs=0)
+    with pytest.raises(ConfigError, match=r"segmentation\.budget: epochs needs segmentation\.epochs"):
+        SegmentationConfig(budget="epochs")
+    with pytest.raises(ConfigError, match=r"segmentation\.arms: real@matched is the compute-matched control"):
+        SegmentationConfig(arms=("real", "real@matched"))
+    arm = build_arm("real+augmented", split.train_cases, split.test_cases, cases, {}, ratio=0.5, seed=0)
+    test = {c: cases[c] for c in split.test_cases}
+    train_arm(arm, test, replace(epochs, epochs=1), TRAIN, out_dir=tmp_path, seed=3, split=0)
+    record = json.loads((tmp_path / "arm.json").read_text())
+    assert record["n_real"] + record["n_augmented"] == 9 and record["steps"] == 5  # one pass of 9 volumes, batch 2
+    assert (record["budget"], record["budget_volumes"]) == ("epochs", 9)

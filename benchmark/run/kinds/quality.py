@@ -26,7 +26,7 @@ def run_quality(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) ->
     cfg, gen, split, seed = study.cfg, p["generator"], int(p["split"]), int(p["seed"])
     arrays = study.arrays
     scope = study.scope(split)
-    _, maps = study.composite(scope)
+    _, maps = study.label_maps(scope, gen)  # the maps that conditioned this generator's volumes
     synthetic = load_nifti_dir(study.samples_dir(gen, split, seed) / "samples")
     ids = sorted(synthetic)
     train_ids = study.plan.generator_train_cases(split if scope.startswith("split") else None)

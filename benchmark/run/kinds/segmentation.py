@@ -53,16 +53,25 @@ def assemble_arm(study: Study, p: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def run_segmentation(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
-    """Train and evaluate one arm of one split; per-case rows go to ``per_case.csv`` (``benchmark.results``)."""
+    """Train and evaluate one arm of one split; per-case rows go to ``per_case.csv`` (``benchmark.results``).
+
+    ``real@matched`` trains for the steps of the largest arm of its split, seed and ratio
+    (``benchmark.segmentation.budget``).
+    """
+    from benchmark.segmentation.budget import MATCHED_ARM, largest_arm_volumes
     from benchmark.segmentation.train import train_arm
 
     cfg, split, seed = study.cfg, int(p["split"]), int(p["seed"])
     data, audit = assemble_arm(study, p)
     arrays, s = study.arrays, study.plan.splits[split]
     test = {c: (arrays[c].image, arrays[c].label, study.spacing(c)) for c in s.test_cases}
+    matched = None
+    if p["arm"] == MATCHED_ARM:
+        matched = largest_arm_volumes(cfg.segmentation.arms, len(data.train_ids), float(p["ratio"]))
     rows = train_arm(
         data, test, cfg.segmentation, cfg.train, out_dir=out, seed=seed, study=cfg.name, split=split,
         arm=arm_folder(p), tracker=tracker, audit=audit, expected_spacing=cfg.data.expected_spacing,
+        budget_volumes=matched,
     )  # fmt: skip
     dice = rows[rows.metric == "dice"].value
     return {
