@@ -5,6 +5,10 @@ Every job with per-case numbers writes ``per_case.csv`` through :func:`write_per
 names or tracker tags (nnU-Net's rule: rows first, means derived). Segmentation rows leave ``backbone`` empty;
 image-quality rows leave ``arm`` and ``reason`` empty.
 
+Robustness rows (a segmenter on shifted test sets) carry two more columns, ``shift`` and ``severity``
+(:data:`SHIFT_COLUMNS`), and go to their own file, ``robustness.csv`` (:func:`write_shifted`,
+:func:`read_shifted`), so ``per_case.csv`` files keep one set of columns.
+
 Set-level metrics (FID, KID, MMD with their confidence intervals) have no per-case value: they go to
 ``summary.json`` together with the job they belong to (:func:`write_summary`) and come back as rows with an
 empty ``case_id`` (:func:`read_summaries`), in :data:`SET_COLUMNS`.
@@ -30,16 +34,21 @@ if TYPE_CHECKING:
 COLUMNS = ("study", "split", "seed", "generator", "arm", "case_id", "metric", "value", "reason", "backbone")
 JOB_KEYS = ("study", "split", "seed", "generator", "arm")  # what every row of one job shares
 SET_COLUMNS = (*COLUMNS, "ci_low", "ci_high", "n", "note")
+SHIFT_COLUMNS = (*COLUMNS, "shift", "severity")
 ROWS_FILE = "per_case.csv"
+SHIFT_FILE = "robustness.csv"
 SUMMARY_FILE = "summary.json"
 
 
-def conform(frame: pd.DataFrame, where: str | Path = "per-case rows") -> pd.DataFrame:
-    """The rows in exactly the columns of :data:`COLUMNS`, in that order.
+def conform(
+    frame: pd.DataFrame, where: str | Path = "per-case rows", columns: tuple[str, ...] = COLUMNS
+) -> pd.DataFrame:
+    """The rows in exactly the columns of :data:`COLUMNS` (or ``columns``), in that order.
 
     Args:
         frame: per-case rows.
         where: named at the start of the error (a file, or what the rows are).
+        columns: the expected columns (:data:`SHIFT_COLUMNS` for robustness rows).
 
     Returns:
         A new frame with the columns reordered.
@@ -47,28 +56,31 @@ def conform(frame: pd.DataFrame, where: str | Path = "per-case rows") -> pd.Data
     Raises:
         DataError: one line naming the missing (and any unexpected) columns.
     """
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    extra = [str(c) for c in frame.columns if c not in COLUMNS]
+    missing = [c for c in columns if c not in frame.columns]
+    extra = [str(c) for c in frame.columns if c not in columns]
     if missing or extra:
         problems = [f"missing columns {missing}"] if missing else []
         problems += [f"unexpected columns {extra}"] if extra else []
-        raise DataError(where, f"{'; '.join(problems)} (per-case columns: {', '.join(COLUMNS)})")
-    return frame.loc[:, list(COLUMNS)]
+        raise DataError(where, f"{'; '.join(problems)} (per-case columns: {', '.join(columns)})")
+    return frame.loc[:, list(columns)]
 
 
-def write_per_case(frame: pd.DataFrame, out_dir: str | Path, tracker: Tracker | None = None) -> Path:
+def write_per_case(
+    frame: pd.DataFrame, out_dir: str | Path, tracker: Tracker | None = None, *, name: str = ROWS_FILE
+) -> Path:
     """Write ``out_dir/per_case.csv`` atomically and log it as an artifact.
 
     Args:
         frame: the job's per-case rows (checked with :func:`conform`).
         out_dir: the job folder (created when absent).
         tracker: where the file is logged as an artifact (None: nowhere).
+        name: the file name; :data:`SHIFT_FILE` takes rows in :data:`SHIFT_COLUMNS` (see :func:`write_shifted`).
 
     Returns:
         The path written.
     """
-    path = Path(out_dir) / ROWS_FILE
-    rows = conform(frame, path)
+    path = Path(out_dir) / name
+    rows = conform(frame, path, SHIFT_COLUMNS if name == SHIFT_FILE else COLUMNS)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, rows.to_csv(index=False))
     if tracker is not None:
@@ -76,14 +88,29 @@ def write_per_case(frame: pd.DataFrame, out_dir: str | Path, tracker: Tracker | 
     return path
 
 
-def read_per_case(paths: Iterable[str | Path]) -> pd.DataFrame:
+def write_shifted(frame: pd.DataFrame, out_dir: str | Path, tracker: Tracker | None = None) -> Path:
+    """Write a robustness job's rows (:data:`SHIFT_COLUMNS`) to ``out_dir/robustness.csv``, as :func:`write_per_case`.
+
+    Args:
+        frame: per-case rows with ``shift`` (the family) and ``severity`` (1..3; 1 for a site or external set).
+        out_dir: the job folder.
+        tracker: where the file is logged as an artifact (None: nowhere).
+
+    Returns:
+        The path written.
+    """
+    return write_per_case(frame, out_dir, tracker, name=SHIFT_FILE)
+
+
+def read_per_case(paths: Iterable[str | Path], columns: tuple[str, ...] = COLUMNS) -> pd.DataFrame:
     """The rows of ``per_case.csv`` files, concatenated (segmentation and image-quality files alike).
 
     Args:
         paths: the files, in the order their rows should come.
+        columns: the files' columns (:data:`SHIFT_COLUMNS` for ``robustness.csv``, see :func:`read_shifted`).
 
     Returns:
-        One frame in :data:`COLUMNS` (empty, with those columns, for no files).
+        One frame in ``columns`` (empty, with those columns, for no files).
 
     Raises:
         DataError: naming a file that cannot be parsed or lacks a column.
@@ -94,8 +121,20 @@ def read_per_case(paths: Iterable[str | Path]) -> pd.DataFrame:
             frame = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise DataError(path, f"cannot read as CSV: {exc}") from None
-        frames.append(conform(frame, path))
-    return concat(frames, COLUMNS)
+        frames.append(conform(frame, path, columns))
+    return concat(frames, columns)
+
+
+def read_shifted(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """The rows of ``robustness.csv`` files, concatenated, in :data:`SHIFT_COLUMNS`.
+
+    Args:
+        paths: the files.
+
+    Returns:
+        One frame (empty, with those columns, for no files).
+    """
+    return read_per_case(paths, SHIFT_COLUMNS)
 
 
 def concat(frames: Iterable[pd.DataFrame], columns: Iterable[str] = COLUMNS) -> pd.DataFrame:

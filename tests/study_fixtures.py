@@ -48,4 +48,5 @@ def tiny_study_overrides(root: Path, name: str = "tiny", n_splits: int = 2) -> l
         "metrics.kid_subsets=5",
         "metrics.fixed_n=0",
         "metrics.bootstrap=20",
+        "robustness.enabled=false",  # the robustness tests turn it on (tests/robustness/)
     ]

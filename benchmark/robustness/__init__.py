@@ -1,7 +1,6 @@
-"""Robustness study pieces: MRI corruptions at graded severities (``corruptions``).
-
-The shifted test sets are built from these and from the phantom's second scanner profile
-(``PhantomConfig.site``, ``benchmark/data/phantom_sites.py``).
+"""Robustness study pieces: MRI corruptions at graded severities (``corruptions``) and the shifted test sets a
+robustness job evaluates (``shifts``: corruptions, the phantom's second scanner profile ``PhantomConfig.site``
+from ``benchmark/data/phantom_sites.py``, an external test set).
 """
 
 from benchmark.robustness.corruptions import CORRUPTIONS, SEVERITIES, case_seed, corrupt, grid

@@ -144,8 +144,17 @@ def _slurm_graph(graph: Graph) -> Graph:
     return [("prepare", "prepare", {}, ()), *body, ("report", "report", {}, tuple(k for k, *_ in graph))]
 
 
-def run_on_slurm(study: Study, gens: list[str], graph: Graph, *, follow_jobs: bool, argv: list[str]) -> int:
-    """Submit what is missing of the study (re-attaching to what is queued, running or done), then exit or follow."""
+def run_on_slurm(
+    study: Study,
+    gens: list[str],
+    graph: Graph,
+    *,
+    follow_jobs: bool,
+    argv: list[str],
+    program: str = "launchers/sweep.py",
+) -> int:
+    """Submit what is missing of the study (re-attaching to what is queued, running or done), then exit or follow;
+    ``program`` and ``argv`` make the command line the hints repeat."""
     cfg = study.cfg
     uri = _tracking_uri(study)
     exp_id = _experiment(study, uri)
@@ -174,7 +183,7 @@ def run_on_slurm(study: Study, gens: list[str], graph: Graph, *, follow_jobs: bo
         f"queued or running, {counts['done']} done (state: {state.path})"
     )
     kept = [a for a in argv if a not in ("--follow", "--detach")]
-    again = " ".join(shlex.quote(a) for a in ["python", "launchers/sweep.py", *kept])
+    again = " ".join(shlex.quote(a) for a in ["python", program, *kept])
     hint = f"the same command with --status, --follow or --cancel shows, follows or cancels it:\n  {again}"
     if not follow_jobs:
         print(f"the study runs on the cluster; you may log out.\n{hint}")

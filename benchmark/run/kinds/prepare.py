@@ -1,4 +1,5 @@
-"""The data-preparation job: the dataset cache, ``splits.json`` and the composite maps, on the cluster.
+"""The data-preparation job: the dataset cache, ``splits.json``, the composite maps and the robustness study's
+shifted datasets, on the cluster.
 
 On Slurm it is the study's first job (every other job waits for it), so the login node never preprocesses data;
 in-driver executors prepare in the driver before dispatching.
@@ -22,7 +23,7 @@ def run_prepare(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) ->
 
 KIND = JobKind(
     name="prepare",
-    sections=("data", "preprocess", "composite", "splits"),
+    sections=("data", "preprocess", "composite", "splits", "robustness"),  # robustness: its shifted datasets
     run_name=lambda p: "prepare",
     out_dir=lambda study, p: study.root / "state" / "prepare",
     body=run_prepare,
