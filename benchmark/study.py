@@ -6,9 +6,11 @@
   splits.json                      written once, read by every job
   composite/<scope>/model.json     clustering fitted on the scope's training images; maps.npz for all cases
   generators/<scope>/<gen>/seed<s>/    checkpoints, config.yaml, done.json
+  segmenters/<scope>/seed<s>/          the scope's real-only segmenter (a generator's consistency loss)
   samples/split<k>/<gen>/seed<s>/      samples.json + one NIfTI per training label map of split k
   quality/split<k>/<gen>/seed<s>/      per_case.csv, summary.json
-  segmentation/split<k>/seed<s>/<arm>/ per_case.csv, arm.json, checkpoints
+  segmentation/split<k>/seed<s>/<arm>/ per_case.csv, arm.json, checkpoints, segmenter.pt
+  robustness/split<k>/seed<s>/<arm>/<shift>/  robustness.csv (that segmenter on one family of shifted test sets)
   mlflow.db, mlartifacts/          the default tracking store (one machine only)
   report.html
 ```
@@ -19,6 +21,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -68,6 +71,9 @@ class Study:
     def generator_dir(self, gen: str, scope: str, seed: int) -> Path:
         return self.root / "generators" / scope / gen / f"seed{seed}"
 
+    def scope_segmenter_dir(self, scope: str, seed: int) -> Path:
+        return self.root / "segmenters" / scope / f"seed{seed}"
+
     def samples_dir(self, gen: str, split: int, seed: int) -> Path:
         return self.root / "samples" / f"split{split}" / gen / f"seed{seed}"
 
@@ -76,6 +82,9 @@ class Study:
 
     def seg_dir(self, split: int, seed: int, arm: str) -> Path:
         return self.root / "segmentation" / f"split{split}" / f"seed{seed}" / arm.replace(":", "_")
+
+    def robust_dir(self, split: int, seed: int, arm: str, shift: str) -> Path:
+        return self.root / "robustness" / f"split{split}" / f"seed{seed}" / arm.replace(":", "_") / shift
 
     # ----------------------------------------------------------------------------------------------- data
 
@@ -120,9 +129,30 @@ class Study:
         model.save(model_path)
         return model, maps
 
+    def label_maps(self, scope: str, generator: str) -> tuple[int, dict[str, np.ndarray]]:
+        """The label maps that condition ``generator`` in ``scope`` and their number of label values.
+
+        Args:
+            scope: the generator's training scope (``pool``, ``split<k>`` or ``all``).
+            generator: a study generator name: a plain one gets the scope's (cached) composite maps, a variant its
+                own, made on the spot (``spade_ldm@cavity_only``: the expert cavity and wall alone, nothing fitted).
+        """
+        from benchmark.generators import VARIANTS, split_generator_name
+
+        _, variant = split_generator_name(generator)
+        if variant is None:
+            return self.cfg.composite.num_classes, self.composite(scope)[1]
+        composite = dataclasses.replace(self.cfg.composite, **VARIANTS[variant])
+        split = int(scope.removeprefix("split")) if scope.startswith("split") else None
+        images = {c: a.image for c, a in self.arrays.items()}
+        labels = {c: a.label for c, a in self.arrays.items()}
+        _, maps = composite_maps(images, labels, list(self.plan.generator_train_cases(split)), composite)
+        return composite.num_classes, maps
+
 
 def prepare_study(cfg: StudyConfig) -> Study:
-    """Driver-side preparation: dataset cache, ``splits.json`` (once), composite maps for every scope.
+    """Driver-side preparation: dataset cache, ``splits.json`` (once), composite maps for every scope, and the
+    robustness study's shifted datasets when it is enabled.
 
     Nothing in the study folder is touched before the data checks pass and the folder is known to hold a study
     of the same data (``check_same_data``).
@@ -137,6 +167,10 @@ def prepare_study(cfg: StudyConfig) -> Study:
     writable_folder(cfg.data.cache_dir, f"data cache (data.cache_dir={cfg.data.cache_dir})")
     manifest = study.manifest  # data checks first: a failed launch leaves the study folder as it was
     check_same_data(study, manifest)
+    if cfg.robustness.enabled:  # the site-B phantom and an external test set: checked as the study's own data
+        from benchmark.robustness.shifts import prepare_shifts
+
+        prepare_shifts(cfg)
     writable_folder(study.root, f"study folder (output_dir={cfg.output_dir}, name={cfg.name})")
     if cfg.splits.file:
         plan = load_splits(cfg.splits.file, manifest.patients())

@@ -134,7 +134,11 @@ def test_failed_job_is_marked_and_independent_jobs_continue(tmp_path, capsys):
     "flags, error, pattern",
     [
         (["--executor", "kubernetes"], ConfigError, r"cluster\.executor: 'kubernetes' is not one of"),
-        (["--generators", "pix2pix3d,stylegan"], ConfigError, r"unknown \['stylegan'\]; choices: pix2pix3d"),
+        (
+            ["--generators", "pix2pix3d,stylegan"],
+            ConfigError,
+            r"--generators: generator 'stylegan' is unknown; choices: labels2image, pix2pix3d",
+        ),
         (["--splits", "0"], ConfigError, r"--splits: must be at least 1"),
     ],
 )

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_paper_config_on_a_cluster_without_gpus_is_refused_with_the_flag_to_add(tmp_path):
-    with pytest.raises(ConfigError, match=r"cluster gives generator jobs no GPU .* add --cluster configs/cluster/"):
+    with pytest.raises(ConfigError, match=r"cluster gives \w+ jobs no GPU .* add --cluster configs/cluster/"):
         main(["--config", str(REPO / "configs" / "paper.yaml"), f"output_dir={tmp_path}"])
     assert list(tmp_path.iterdir()) == []  # refused before anything was written or submitted
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -22,12 +22,14 @@ class StudyFrames:
             ``n`` and ``note``; ``benchmark.results.SET_COLUMNS``).
         split_sizes: {split, n_train, n_test} (cases), for the corrected resampled t-test.
         arms: arm records (counts of real / synthetic / augmented volumes per arm, from ``arm.json``).
+        robust: robustness rows (``benchmark.results.SHIFT_COLUMNS``); empty when the study ran none.
     """
 
     seg: pd.DataFrame
     quality: pd.DataFrame
     split_sizes: pd.DataFrame
     arms: pd.DataFrame
+    robust: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(results.SHIFT_COLUMNS)))
 
 
 def collect_study(study: Study) -> StudyFrames:
@@ -45,7 +47,8 @@ def collect_study(study: Study) -> StudyFrames:
         [{"split": s.index, "n_train": len(s.train_cases), "n_test": len(s.test_cases)} for s in study.plan.splits]
     )
     arms = pd.DataFrame([json.loads(p.read_text()) for p in sorted(root.glob("segmentation/split*/seed*/*/arm.json"))])
-    return StudyFrames(seg=seg, quality=quality, split_sizes=sizes, arms=arms)
+    robust = results.read_shifted(sorted(root.glob(f"robustness/split*/seed*/*/*/{results.SHIFT_FILE}")))
+    return StudyFrames(seg=seg, quality=quality, split_sizes=sizes, arms=arms, robust=robust)
 
 
 def summary_tables(frames: StudyFrames) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -80,6 +83,7 @@ def print_summary(frames: StudyFrames) -> None:
 
 def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None = None) -> Path:
     """The self-contained HTML report in ``<study>/report.html``."""
+    from benchmark.analysis.budget import budget_section
     from benchmark.analysis.report import build_report
 
     notes = [
@@ -108,6 +112,8 @@ def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None 
         code_version=code_version(),
         notes=notes,
         figures=figures,
+        robust_rows=frames.robust if study.cfg.robustness.enabled or not frames.robust.empty else None,
+        sections=[("Training budget per arm", budget_section(frames.arms))],
     )
 
 

@@ -18,6 +18,7 @@ import yaml
 from benchmark.analysis import plots
 from benchmark.analysis.headline import first_screen
 from benchmark.analysis.html_parts import CSS, esc, img, msg, num, table_html
+from benchmark.analysis.robustness import robustness_section
 from benchmark.analysis.significance import significance_table
 from benchmark.analysis.tables import quality_notes, quality_table, segmentation_table, write_table
 from benchmark.atomic import write_text_atomic
@@ -201,6 +202,7 @@ def write_report(
     title: str = "lge-synthbench study report",
     protocol: str | None = None,
     forest: str | Path | None = None,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write the study's HTML report (one file, no external references) atomically.
 
@@ -221,6 +223,7 @@ def write_report(
         title: the page title.
         protocol: the generator-training protocol; default: ``splits.protocol`` read from ``config_text``.
         forest: the forest plot's PNG for the first screen (:func:`benchmark.analysis.plots.plot_forest`).
+        sections: further ``(title, html)`` sections, after the segmentation results (e.g. robustness).
 
     Returns:
         The path written.
@@ -248,6 +251,8 @@ def write_report(
         body.append("<h2>Notes</h2>" + "".join(msg(n) for n in notes))
     body += ["<h2>Segmentation: significance against the baseline</h2>", _significance_section(significance)]
     body += ["<h2>Segmentation results per arm</h2>", _segmentation_section(seg_rows)]
+    for heading, html in sections:
+        body += [f"<h2>{esc(heading)}</h2>", html]
     body += ["<h2>Image quality per generator</h2>", _quality_section(quality_summary)]
     body += ["<h2>Figures</h2>", _figures_section(figures)]
     body += [
@@ -286,6 +291,8 @@ def build_report(
     arms: Sequence[str] | None = None,
     notes: Sequence[str] = (),
     figures: Mapping[str, str | Path] | None = None,
+    robust_rows: pd.DataFrame | None = None,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Compute the tables, significance and figures from tidy rows and write them with the HTML report.
 
@@ -304,6 +311,10 @@ def build_report(
             arms the study configured (so arms without results are listed).
         notes: extra lines for the report (notes on set-level metrics, e.g. FID's, are added as one line).
         figures: extra ``{title: png path}`` drawn by the caller (e.g. the real-vs-synthetic montage).
+        robust_rows: robustness rows (``benchmark.results.SHIFT_COLUMNS``); None: the study ran no robustness
+            study and the report has no robustness section (:mod:`benchmark.analysis.robustness`).
+        sections: further ``(title, html)`` sections drawn by the caller, after the segmentation results (e.g. the
+            training budget per arm, :mod:`benchmark.analysis.budget`).
 
     Returns:
         The report's path.
@@ -321,8 +332,13 @@ def build_report(
     except DataError as exc:
         forest = None
         notes.append(f"Forest plot not drawn: {exc}")
+    sections = list(sections)
+    if robust_rows is not None:
+        html = robustness_section(robust_rows, seg_rows, split_sizes, files, baseline=baseline, alpha=alpha, arms=arms)
+        sections.append(("Robustness under distribution shift", html))
     return write_report(
         out_path,
+        sections=sections,
         config_text=config_text,
         manifest_digest=manifest_digest,
         code_version=code_version,

@@ -24,6 +24,7 @@ from benchmark.config.loader import (  # the loader's helpers are part of this m
     save_config,
     to_dict,
 )
+from benchmark.config.segmentation import AugmentConfig, SegmentationConfig
 from benchmark.errors import ConfigError
 
 __all__ = [  # the sections, the loader and the loader's helpers that callers import from here
@@ -33,9 +34,11 @@ __all__ = [  # the sections, the loader and the loader's helpers that callers im
     "CompositeConfig",
     "DataConfig",
     "DatasetKind",
+    "ExternalTestConfig",
     "MetricsConfig",
     "PhantomConfig",
     "PreprocessConfig",
+    "RobustnessConfig",
     "SegmentationConfig",
     "SplitsConfig",
     "StudyConfig",
@@ -120,19 +123,19 @@ class PreprocessConfig:
 class CompositeConfig:
     """Composite semantic label maps, the paper's Algorithm 1."""
 
-    k: int = 5  # number of k-means clusters (2..10), one of them dropped as background
+    k: int = 5  # k-means clusters (2..10), one dropped as background; 0 = expert cavity and wall only (labels 0-2)
     sigma: float = 1.0  # Gaussian smoothing before clustering, voxels
     max_voxels: int = 200_000  # voxels sampled to fit k-means
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 2 <= self.k <= 10:
-            raise ConfigError(f"composite.k: {self.k} is outside the allowed range 2..10")
+        if self.k != 0 and not 2 <= self.k <= 10:
+            raise ConfigError(f"composite.k: {self.k} is outside the allowed range 2..10 (or 0: cavity and wall only)")
 
     @property
     def num_classes(self) -> int:
-        """Labels 0 (background), 1 (cavity), 2 (wall) and k-1 context clusters 3..k+1."""
-        return self.k + 2
+        """Labels 0 (background), 1 (cavity), 2 (wall) and k-1 context clusters 3..k+1 (none for k = 0)."""
+        return self.k + 2 if self.k else 3
 
 
 @dataclass(kw_only=True)
@@ -145,6 +148,11 @@ class SplitsConfig:
     file: str | None = None  # a user-supplied splits.json (checked patient-wise)
     protocol: Literal["per_split", "disjoint_pool", "shared"] = "disjoint_pool"
     pool_fraction: float = 0.3  # disjoint_pool: share of patients reserved for generator training
+    generator_holdout: int = 0  # shared: >= this many scans (whole patients) no generator trains on (paper: 10)
+
+    def __post_init__(self) -> None:
+        if self.generator_holdout < 0 or (self.generator_holdout and self.protocol != "shared"):
+            raise ConfigError(f"splits.generator_holdout: {self.generator_holdout} needs >= 0 and protocol shared")
 
 
 @dataclass(kw_only=True)
@@ -166,51 +174,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.prefetch < 0:
             raise ConfigError(f"train.prefetch: {self.prefetch} must be >= 0 (0 = build each batch inside its step)")
-
-
-@dataclass(kw_only=True)
-class AugmentConfig:
-    """Segmenter augmentations (MRI only; the paper's list), each with its probability."""
-
-    flip: float = 0.5
-    affine: float = 0.3
-    elastic: float = 0.0
-    noise: float = 0.2
-    blur: float = 0.1
-    gamma: float = 0.2
-    bias_field: float = 0.2
-    rotate_deg: float = 15.0  # affine: rotation range (+-) about each axis, degrees
-    scale: float = 0.1  # affine: isotropic-ish scale range (+-) per axis
-    translate_vox: float = 2.0  # affine: translation range (+-) per axis, voxels
-    elastic_sigma: tuple[float, float] = (5.0, 7.0)  # elastic: smoothing of the displacement field, voxels
-    elastic_magnitude: tuple[float, float] = (50.0, 100.0)  # elastic: displacement magnitude range
-    noise_std: float = 0.05  # Gaussian noise: maximum standard deviation (images are normalised to ~[0, 1])
-    blur_sigma: tuple[float, float] = (0.25, 1.0)  # Gaussian blur sigma range, voxels
-    gamma_range: tuple[float, float] = (0.7, 1.5)  # gamma (adjust contrast) range
-    bias_coeff: tuple[float, float] = (0.0, 0.1)  # bias field polynomial coefficient range
-
-
-@dataclass(kw_only=True)
-class SegmentationConfig:
-    """The utility study's 3D U-Net and its arms."""
-
-    channels: tuple[int, ...] = (8, 16, 32, 64, 128)
-    strides: tuple[int, ...] = (2, 2, 2, 2)
-    num_res_units: int = 1  # residual units per level (1: about 2/3 of the step time of 2 on the CPU)
-    dropout: float = 0.2
-    lr: float = 2e-3  # the paper uses 1e-4 over many epochs; 2e-3 learns the phantom in 300 steps
-    weight_decay: float = 1e-5
-    schedule: Literal["constant", "cosine"] = "constant"  # learning-rate schedule over the steps
-    # loss class weights from the arm's voxel counts: 1/n (the paper), 1/sqrt(n) or none
-    # ("inverse" over-segments the small cavity within a 300-step CPU budget; set it for the paper protocol)
-    class_weighting: Literal["inverse", "sqrt_inverse", "none"] = "sqrt_inverse"
-    steps: int = 300
-    batch_size: int = 2
-    patch: tuple[int, int, int] | None = None  # None = whole volume; else sliding-window inference
-    target: Literal["cavity", "cavity_wall"] = "cavity"
-    arms: tuple[str, ...] = ("real", "real+augmented", "real+{generator}")
-    ratios: tuple[float, ...] = (1.0,)  # synthetic : real volumes in real+<generator> arms
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(kw_only=True)
@@ -257,6 +220,44 @@ class MetricsConfig:
             raise ConfigError(f"msssim_weights: {self.msssim_weights} must be one or more positive exponents")
         if any(k < 1 or k % 2 == 0 for k in self.msssim_kernel):
             raise ConfigError(f"msssim_kernel: {self.msssim_kernel} must be odd sizes >= 1 per axis")
+
+
+# the shifted test sets of a robustness study: the corruption families of benchmark/robustness/corruptions.py
+# (tests/robustness/test_robustness_job.py keeps this list equal to CORRUPTIONS), the phantom's site B, an external set
+ShiftFamily = Literal[
+    "noise", "bias_field", "blur", "gamma", "gibbs", "motion", "ghosting", "slice_thickness", "site", "external",
+]  # fmt: skip
+
+
+@dataclass(kw_only=True)
+class ExternalTestConfig:
+    """An external test set (any supported layout), evaluated with every segmenter like a hold-out site."""
+
+    path: str | None = None  # the dataset folder (--external-test)
+    kind: Literal["la2018", "msd", "lascarqs", "nnunet"] | None = None  # its layout (--external-kind)
+
+
+@dataclass(kw_only=True)
+class RobustnessConfig:
+    """Robustness studies: every trained segmenter on shifted test sets (``benchmark/robustness/``)."""
+
+    enabled: bool = False
+    # one job per arm x split x seed x family
+    families: tuple[ShiftFamily, ...] = ("noise", "ghosting", "slice_thickness", "site")
+    severities: tuple[Literal[1, 2, 3], ...] = (1, 2, 3)  # of the corruption families (site, external: one level)
+    seed: int = 0  # per-case corruption draws (benchmark.robustness.case_seed): every arm sees the same volumes
+    external: ExternalTestConfig = field(default_factory=ExternalTestConfig)
+
+    def __post_init__(self) -> None:
+        if not self.families or not self.severities:
+            raise ConfigError("robustness.families and robustness.severities: need at least one entry each")
+        if len(set(self.families)) != len(self.families) or len(set(self.severities)) != len(self.severities):
+            raise ConfigError(f"robustness.families, severities: an entry repeats ({self.families}, {self.severities})")
+        if "external" in self.families and not (self.external.path and self.external.kind):
+            raise ConfigError(
+                "robustness.families: 'external' needs robustness.external.path and robustness.external.kind "
+                "(--external-test PATH --external-kind KIND)"
+            )
 
 
 @dataclass(kw_only=True)
@@ -308,7 +309,7 @@ class ClusterConfig:
     qos: str | None = None
     array_parallelism: int = 64
     max_local_jobs: int = 2
-    # per job kind (prepare, generator, segmentation, quality, report): overrides of the keys above
+    # per job kind (prepare, generator, segmentation, quality, robustness, report): overrides of the keys above
     resources: dict[str, KindResources] = field(default_factory=dict)
     # site set-up: shell lines run before each job (e.g. "module load cuda/12.6"), typed sbatch options, and
     # environment variables exported to each job (e.g. NCCL_SOCKET_IFNAME)
@@ -359,6 +360,7 @@ class StudyConfig:
     generators: dict[str, Any] = field(default_factory=registry_defaults, metadata={"registry": "generators"})
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 

@@ -1,7 +1,9 @@
 """``python launchers/sweep.py --splits 5``: the whole study as one job graph.
 
-The graph: generator jobs (train + sample the training label maps of every split they serve), segmentation jobs
-(one per split x seed x arm), image-quality jobs (after their generator and the split's real-only segmenter).
+The graph: generator jobs (train + sample the training label maps of every split they serve; after their scope's
+real-only segmenter when they train against one), segmentation jobs
+(one per split x seed x arm), image-quality jobs (after their generator and the split's real-only segmenter) and,
+when ``robustness.enabled``, robustness jobs (one per segmentation job and shift family, after that job).
 Jobs whose output is on disk with the same config hash (and whose MLflow run FINISHED) are skipped, so re-running
 a sweep only runs what is missing or failed; interrupted jobs resume from their checkpoints. How the graph runs
 (in this process's care, or submitted to Slurm and left there) is ``benchmark.run.drivers``; ``--status``,
@@ -16,16 +18,21 @@ from pathlib import Path
 
 from benchmark.config import ClusterConfig, StudyConfig, build_section, load_config, read_yaml
 from benchmark.errors import ConfigError
-from benchmark.generators import GENERATORS
+from benchmark.generators import GENERATORS, VARIANTS, check_copies, split_generator_name
+from benchmark.profiling.plan_jobs import add_plan_flags, plan_from_args
 from benchmark.run.drivers import run_in_driver, run_on_slurm
 from benchmark.run.job import run_name
 from benchmark.run.kinds import KINDS
+from benchmark.run.kinds.generator import job_params as generator_params
+from benchmark.run.kinds.robustness import Graph, add_external_flags, robustness_jobs, with_external
+from benchmark.run.kinds.scope_segmenter import job_params as segmenter_params
 from benchmark.run.submit import cancel_study, status_text
-from benchmark.segmentation.arms import expand_arms, named_generators, parse_arm
+from benchmark.segmentation.arms import expand_arms, named_generators, parse_arm, sample_copies
 from benchmark.segmentation.controls import check_protocol
 from benchmark.study import Study
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+PROGRAM = "launchers/sweep.py"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -40,15 +47,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--generators",
         default=None,
-        help=f"comma list from: {', '.join(GENERATORS)} (default: those segmentation.arms names, else all)",
+        help=f"comma list from: {', '.join(GENERATORS)}, each optionally @{'|@'.join(VARIANTS)} "
+        "(default: those segmentation.arms names, else all)",
     )
     p.add_argument("--seeds", default=None, help="comma list of seeds, e.g. 0,1,2")
-    p.add_argument("--executor", default=None, help="debug | pool | local | slurm")
-    p.add_argument("--cluster", default=None, help="cluster YAML, e.g. configs/cluster/slurm_v100.yaml")
     p.add_argument("--data", default=None, help="dataset folder (with --dataset-kind)")
     p.add_argument("--dataset-kind", default=None, help="phantom | la2018 | msd | lascarqs | nnunet")
-    p.add_argument("--tracking-uri", default=None, help="MLflow server, e.g. http://127.0.0.1:5000")
     p.add_argument("--protocol", default=None, help="per_split | disjoint_pool | shared")
+    add_driver_flags(p)
+    add_plan_flags(p)
+    return p.parse_intermixed_args(argv)
+
+
+def add_driver_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of every launcher that drives a study's jobs (the sweep, ``launchers/robustness.py``): where the
+    jobs run and are tracked, the external test set, dry-run / status / cancel / detach / follow, ``key=value``.
+
+    Args:
+        p: the launcher's parser.
+    """
+    p.add_argument("--executor", default=None, help="debug | pool | local | slurm")
+    p.add_argument("--cluster", default=None, help="cluster YAML, e.g. configs/cluster/slurm_v100.yaml")
+    p.add_argument("--tracking-uri", default=None, help="MLflow server, e.g. http://127.0.0.1:5000")
+    add_external_flags(p)
     p.add_argument("--dry-run", action="store_true", help="print the job graph and exit (reads no data)")
     p.add_argument("--status", action="store_true", help="where the study stands: done/running/queued/failed/skipped")
     p.add_argument("--cancel", action="store_true", help="cancel this study's queued and running Slurm jobs")
@@ -56,7 +77,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     mode.add_argument("--detach", action="store_true", help="slurm: submit the study and exit (the default)")
     mode.add_argument("--follow", action="store_true", help="slurm: submit, then wait and print progress")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, before or after the flags")
-    return p.parse_intermixed_args(argv)
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[StudyConfig, list[str]]:
@@ -82,7 +102,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[StudyConfig, list[str]]:
         ov.append(f"tracking.uri={args.tracking_uri}")
     if args.protocol:
         ov.append(f"splits.protocol={args.protocol}")
-    cfg = load_config(args.config, ov)
+    cfg = with_external(load_config(args.config, ov), args)
     if args.cluster:
         cluster = build_section(ClusterConfig, read_yaml(args.cluster), "cluster")
         if args.executor:
@@ -91,9 +111,13 @@ def resolve_config(args: argparse.Namespace) -> tuple[StudyConfig, list[str]]:
     # without --generators: the generators the arms name (configs/controls.yaml), else every registered one
     named = named_generators(cfg.segmentation.arms)
     gens = [g.strip() for g in (args.generators or ",".join(named or GENERATORS)).split(",") if g.strip()]
-    unknown = [g for g in gens if g not in GENERATORS]
-    if unknown:
-        raise ConfigError(f"--generators: unknown {unknown}; choices: {', '.join(GENERATORS)}")
+    copies = sample_copies(cfg.segmentation.ratios)
+    for g in gens:  # a registered generator, or one with a conditioning variant (spade_ldm@cavity_only)
+        try:
+            spec, _ = split_generator_name(g)
+        except ConfigError as exc:
+            raise ConfigError(f"--generators: {exc}") from None
+        check_copies(g, cfg.generators[spec.name], copies)  # ratios above 1: refused before any job runs
     return cfg, gens
 
 
@@ -112,9 +136,13 @@ def build_graph(cfg: StudyConfig, gens: list[str], n_splits: int, scope_of) -> l
     for seed in cfg.seeds:
         scopes = sorted({scope_of(s) for s in range(n_splits)})
         for scope in scopes:
+            made = set()  # a generator with a consistency loss depends on its scope's real-only segmenter
             for gen in gens:
-                p = {"generator": gen, "scope": scope, "seed": seed}
-                jobs.append((run_name("generator", p), "generator", p, ()))
+                p = generator_params(cfg, gen, scope, seed)
+                if "segmenter" in p and p["segmenter"] not in made:
+                    made.add(p["segmenter"])
+                    jobs.append((p["segmenter"], "scope_segmenter", segmenter_params(cfg, scope, seed), ()))
+                jobs.append((run_name("generator", p), "generator", p, (p["segmenter"],) if "segmenter" in p else ()))
         for split in range(n_splits):
             real_key = None
             for arm in arms:
@@ -134,7 +162,7 @@ def build_graph(cfg: StudyConfig, gens: list[str], n_splits: int, scope_of) -> l
                 deps = (run_name("generator", {"generator": gen, "scope": scope_of(split), "seed": seed}),)
                 deps += (real_key,) if real_key else ()
                 jobs.append((run_name("quality", p), "quality", p, deps))
-    return jobs
+    return jobs + robustness_jobs(cfg, jobs)
 
 
 def _ratios(cfg: StudyConfig, arm: str) -> tuple[float, ...]:
@@ -148,18 +176,46 @@ def main(argv: list[str]) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg, gens = resolve_config(args)
     study = Study(cfg)  # paths only: nothing here reads or prepares data
-    if args.status:
-        print(status_text(study))
-        return 0
-    if args.cancel:
-        return _cancel(study)
+    if args.status or args.cancel:
+        return show_or_cancel(study, args)
     graph = build_graph(cfg, gens, cfg.splits.n_splits, study.scope)
+    if args.plan:  # no data read, nothing written into the study folder
+        print(plan_from_args(cfg, graph, args))
+        return 0
     if args.dry_run:
         _print_graph(cfg, graph)
         return 0
+    return drive(study, gens, graph, args, argv)
+
+
+def show_or_cancel(study: Study, args: argparse.Namespace) -> int:
+    """``--status`` (where the study stands) or ``--cancel`` (its queued and running Slurm jobs); reads no data."""
+    if args.status:
+        print(status_text(study))
+        return 0
+    return _cancel(study)
+
+
+def drive(
+    study: Study, gens: list[str], graph: Graph, args: argparse.Namespace, argv: list[str], program: str = PROGRAM
+) -> int:
+    """Run the graph in this driver's care, or submit it to Slurm (``--detach`` / ``--follow``).
+
+    Args:
+        study: the study (paths only).
+        gens: the study's generators (recorded on the parent run).
+        graph: the jobs ``(key, kind, params, deps)``.
+        args: the flags of :func:`add_driver_flags`.
+        argv: the command line, repeated in the Slurm hints with ``program``.
+        program: the launcher's path.
+
+    Returns:
+        The exit code: 1 when any job failed.
+    """
+    cfg = study.cfg
     check_devices(cfg)
     if cfg.cluster.executor == "slurm":
-        return run_on_slurm(study, gens, graph, follow_jobs=args.follow, argv=argv)
+        return run_on_slurm(study, gens, graph, follow_jobs=args.follow, argv=argv, program=program)
     if args.detach:
         raise ConfigError(f"--detach: the {cfg.cluster.executor} executor runs jobs in this process's care; use slurm")
     return run_in_driver(study, gens, graph)

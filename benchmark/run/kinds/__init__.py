@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmark.errors import ConfigError
-from benchmark.run.kinds import generator, prepare, quality, report, segmentation
+from benchmark.run.kinds import generator, prepare, quality, report, robustness, scope_segmenter, segmentation
 from benchmark.run.kinds.base import JobKind
 
 KINDS: dict[str, JobKind] = {}
@@ -18,9 +18,11 @@ def register(kind: JobKind) -> JobKind:
 
 
 register(prepare.KIND)
+register(scope_segmenter.KIND)
 register(generator.KIND)
 register(segmentation.KIND)
 register(quality.KIND)
+register(robustness.KIND)
 register(report.KIND)
 
 
