@@ -6,12 +6,14 @@ Protocols (``splits.protocol``), recorded in the file:
 - ``disjoint_pool``: a seeded share of patients (``pool_fraction``) is set aside to train the generators once;
   the repeated splits run over the remaining patients, so no generator ever saw a segmentation test patient;
 - ``shared``: the paper's protocol, generators trained on all patients, which includes every split's test
-  patients. Allowed for reproduction and flagged as leaky wherever it is reported.
+  patients. Allowed for reproduction and flagged as leaky wherever it is reported. ``generator_holdout`` leaves
+  whole patients (at least that many scans, seeded) out of generator training, as the paper's validation cases.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +47,7 @@ class SplitPlan:
         splits: the repeated splits.
         pool_patients / pool_cases: generator-training pool (``disjoint_pool`` only; empty otherwise).
         dataset_digest: manifest digest of the data the splits were drawn from.
+        generator_holdout_cases: cases no generator trains on (``shared`` with ``splits.generator_holdout``).
     """
 
     protocol: str
@@ -53,6 +56,7 @@ class SplitPlan:
     pool_patients: tuple[str, ...] = ()
     pool_cases: tuple[str, ...] = ()
     dataset_digest: str = ""
+    generator_holdout_cases: tuple[str, ...] = ()
 
     def generator_train_cases(self, split: int | None) -> tuple[str, ...]:
         """Cases a generator is trained on: the pool, the split's training cases, or all cases (shared)."""
@@ -63,7 +67,7 @@ class SplitPlan:
                 raise ConfigError("splits.protocol: per_split generators need a split index")
             return self.splits[split].train_cases
         every = {c for s in self.splits for c in s.train_cases + s.test_cases} | set(self.pool_cases)
-        return tuple(sorted(every))
+        return tuple(sorted(every - set(self.generator_holdout_cases)))
 
     @property
     def leaky(self) -> bool:
@@ -97,11 +101,21 @@ def make_splits(patients: dict[str, list[str]], cfg: SplitsConfig, dataset_diges
     n_test = max(1, round(cfg.test_fraction * len(ids)))
     if len(ids) - n_test < 1:
         raise ConfigError(f"splits: {len(ids)} patients are too few for a train/test split")
-    splits = []
+    if math.comb(len(ids), n_test) < cfg.n_splits:
+        raise ConfigError(
+            f"splits.n_splits: {cfg.n_splits} splits asked for, but {len(ids)} patients give only "
+            f"{math.comb(len(ids), n_test)} distinct test sets of {n_test}; use fewer splits or more patients"
+        )
+    splits, seen = [], set()
     for i in range(cfg.n_splits):
-        test = sorted(rng.choice(ids, n_test, replace=False).tolist())
+        # a test set drawn before is drawn again: a repeated split would count one experiment twice in the
+        # across-split tests (the draws before the first repeat are unchanged)
+        while (test := tuple(sorted(rng.choice(ids, n_test, replace=False).tolist()))) in seen:
+            pass
+        seen.add(test)
         train = [p for p in ids if p not in set(test)]
-        splits.append(_split(i, train, test, patients))
+        splits.append(_split(i, train, list(test), patients))
+    holdout = _holdout(ids, patients, cfg.generator_holdout, rng) if cfg.generator_holdout else ()
     plan = SplitPlan(
         protocol=cfg.protocol,
         seed=cfg.seed,
@@ -109,9 +123,22 @@ def make_splits(patients: dict[str, list[str]], cfg: SplitsConfig, dataset_diges
         pool_patients=tuple(pool),
         pool_cases=tuple(sorted(c for p in pool for c in patients[p])),
         dataset_digest=dataset_digest,
+        generator_holdout_cases=holdout,
     )
     check_plan(plan, "splits")
     return plan
+
+
+def _holdout(ids: list[str], patients: dict[str, list[str]], n: int, rng: np.random.Generator) -> tuple[str, ...]:
+    """Whole patients in a seeded order until at least ``n`` scans are held out of generator training."""
+    cases: list[str] = []
+    for pid in rng.permutation(ids).tolist():
+        if len(cases) >= n:
+            break
+        cases += patients[pid]
+    if len(cases) < n or len(cases) == sum(len(patients[p]) for p in ids):
+        raise ConfigError(f"splits.generator_holdout: {n} leaves no scan of the {len(ids)} patients to train on")
+    return tuple(sorted(cases))
 
 
 def _split(index: int, train: list[str], test: list[str], patients: dict[str, list[str]]) -> Split:
@@ -125,14 +152,19 @@ def _split(index: int, train: list[str], test: list[str], patients: dict[str, li
 
 
 def check_plan(plan: SplitPlan, source: str | Path, patients: dict[str, list[str]] | None = None) -> None:
-    """Fail if any patient is in train and test of a split, or (disjoint_pool) in the pool and a test set.
+    """Fail if any patient is in train and test of a split, or (disjoint_pool) in the pool and a test set, or if two
+    splits have the same test patients (the across-split tests would count that experiment twice).
 
     Args:
         plan: the splits.
         source: file name for the message.
         patients: when given, also checks every case belongs to the patient the split says.
     """
+    first: dict[tuple[str, ...], int] = {}
     for s in plan.splits:
+        earlier = first.setdefault(tuple(sorted(s.test_patients)), s.index)
+        if earlier != s.index:
+            raise DataError(source, f"split {s.index}: the same test patients as split {earlier}")
         both = set(s.train_patients) & set(s.test_patients)
         if both:
             raise DataError(source, f"split {s.index}: patients in both train and test: {sorted(both)}")
@@ -162,7 +194,10 @@ def check_plan(plan: SplitPlan, source: str | Path, patients: dict[str, list[str
 def save_splits(plan: SplitPlan, path: str | Path) -> Path:
     """Write ``splits.json`` once. An existing file with different content is never overwritten."""
     path = Path(path)
-    payload = json.dumps(asdict(plan), indent=1)
+    fields = asdict(plan)
+    if not plan.generator_holdout_cases:  # files without a hold-out keep the layout they always had
+        del fields["generator_holdout_cases"]
+    payload = json.dumps(fields, indent=1)
     if path.exists():
         if load_splits(path) != plan:
             raise DataError(path, "exists with different splits; refusing to overwrite (delete it to redraw)")
@@ -192,6 +227,7 @@ def load_splits(path: str | Path, patients: dict[str, list[str]] | None = None) 
             pool_patients=tuple(d.get("pool_patients", ())),
             pool_cases=tuple(d.get("pool_cases", ())),
             dataset_digest=d.get("dataset_digest", ""),
+            generator_holdout_cases=tuple(d.get("generator_holdout_cases", ())),
         )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise DataError(path, f"not a valid splits file ({type(exc).__name__}: {exc})") from None

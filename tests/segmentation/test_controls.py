@@ -209,8 +209,8 @@ def test_the_sweep_runs_the_generators_the_arms_name():
     configs = Path(__file__).resolve().parents[2] / "configs"
     _, gens = resolve_config(parse_args(["--config", str(configs / "controls.yaml")]))
     assert gens == ["labels2image"]
-    _, gens = resolve_config(parse_args(["--config", str(configs / "controls.yaml"), "--generators", "pix2pix3d"]))
-    assert gens == ["pix2pix3d"]
+    _, gens = resolve_config(parse_args(["--config", str(configs / "controls.yaml"), "--generators", "spade_gan"]))
+    assert gens == ["spade_gan"]
     _, gens = resolve_config(parse_args(["--config", str(configs / "default.yaml")]))
     assert gens == ["pix2pix3d", "spade_gan", "spade_ldm", "labels2image"]
     assert named_generators(["real", "real+augmented"]) is None
