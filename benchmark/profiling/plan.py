@@ -117,13 +117,18 @@ def peak_bytes(fn) -> int:
     Args:
         fn: the work to measure (a training step); call it once before so that lazily made state exists.
     """
-    with _mmap_large_allocations():
-        # free heap pages kept by malloc would be reused unseen by the resident set: hand them back first
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
-        before = _status_bytes("VmRSS")
-        fn()
-        return max(0, _status_bytes("VmHWM") - before)
+    try:
+        with _mmap_large_allocations():
+            # free heap pages kept by malloc would be reused unseen by the resident set: hand them back first
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
+            before = _status_bytes("VmRSS")
+            fn()
+            return max(0, _status_bytes("VmHWM") - before)
+    except OSError as exc:  # no glibc, or a read-only /proc (some containers)
+        raise ConfigError(
+            f"--plan: the memory measurement needs Linux with glibc and a writable /proc ({exc})"
+        ) from None
 
 
 def _count(nets: dict[str, torch.nn.Module]) -> dict[str, int]:
@@ -221,7 +226,7 @@ def gpu_entry(name: str | None, constraint: str | None, path: Path = PEAKS_FILE)
         entry = next((g for g in gpus if constraint and constraint.lower() in g.get("constraints", [])), None)
         if entry is None:
             raise ConfigError(
-                f"cluster.constraint {constraint!r} names no GPU of {path.name} (constraints:); "
+                f"cluster.constraint {constraint!r} names no GPU of {path.name}; "
                 f"pass --plan-gpu NAME ({', '.join(g['name'] for g in gpus)})"
             )
     if "memory_gb" not in entry:

@@ -110,6 +110,8 @@ def with_sampler(generator: Generator, name: str, sampler: str | None, steps: in
     declared = generator.cfg.samplers()
     if sampler is None and steps is None:
         return generator
+    if not declared:
+        raise ConfigError(f"--sampler/--steps: generator {name} samples in one pass (it has no samplers)")
     sampler = sampler or generator.cfg.default_sampler()
     if sampler not in declared:
         have = ", ".join(sorted(declared)) or "none (it samples in one pass)"

@@ -109,6 +109,7 @@ def run_robustness(study: Study, p: dict[str, Any], out: Path, tracker: Tracker)
     import torch
 
     from benchmark import results
+    from benchmark.engine.device import resolve_device
     from benchmark.robustness.shifts import EXTERNAL, clean_cases, external_spacing, shifted_sets
     from benchmark.segmentation.arms import parse_arm
     from benchmark.segmentation.evaluate import evaluate_cases
@@ -117,7 +118,7 @@ def run_robustness(study: Study, p: dict[str, Any], out: Path, tracker: Tracker)
     cfg, split, seed, family = study.cfg, int(p["split"]), int(p["seed"]), p["shift"]
     if cfg.train.threads > 0:  # as the engine does for training: one thread per pool worker on a laptop
         torch.set_num_threads(cfg.train.threads)
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)  # cuda without a usable GPU is a one-line error, never a silent CPU run
     model = load_segmenter(study.seg_dir(split, seed, arm_folder(p)), cfg.segmentation, device)
     clean = clean_cases(study.manifest, study.plan.splits[split].test_cases)
     expected = external_spacing(cfg) if family == EXTERNAL else cfg.data.expected_spacing
