@@ -61,6 +61,9 @@ class SegmentationConfig:
     target: Literal["cavity", "cavity_wall"] = "cavity"
     arms: tuple[str, ...] = ("real", "real+augmented", "real+{generator}")
     ratios: tuple[float, ...] = (1.0,)  # synthetic : real volumes; above 1: ceil(ratio) samples per label map
+    # activation checkpointing (MONAI CheckpointUNet: each level's blocks recomputed in the backward pass) for a
+    # patch that does not fit the GPU; same numbers, more compute. Left out of the hash at its default.
+    checkpointing: bool = field(default=False, metadata={"omit_at_default": True})
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

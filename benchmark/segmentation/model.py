@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
+from monai.networks.nets.unet import CheckpointUNet
 from torch import nn
 
 from benchmark.atomic import atomic_path
@@ -99,7 +100,7 @@ def build_unet(cfg: SegmentationConfig) -> PaddedUNet:
             f"segmentation.strides: {len(cfg.strides)} strides for {len(cfg.channels)} channel levels; "
             "need one fewer stride than levels"
         )
-    unet = UNet(
+    unet = (CheckpointUNet if cfg.checkpointing else UNet)(
         spatial_dims=3,
         in_channels=1,
         out_channels=TARGET_CLASSES[cfg.target],
