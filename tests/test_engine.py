@@ -259,7 +259,9 @@ def test_prefetched_batches_change_nothing_but_the_wait(tmp_path):
 
     runs, toys = {}, {}
     for depth in (0, 2):
-        train = TrainConfig(engine="torch", batch_size=4, log_every=1, checkpoint_every=0, prefetch=depth)
+        train = TrainConfig(
+            engine="torch", batch_size=4, log_every=1, checkpoint_every=0, prefetch=depth, loader_workers=1
+        )
         toys[depth] = SlowToy(prefetch=depth, steps=(6, 4))
         runs[depth] = fit(toys[depth], slow_batch_fn, train=train, out_dir=tmp_path / str(depth), seed=0)
     assert [h["mse"] for h in runs[0].history] == [h["mse"] for h in runs[2].history]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from benchmark.config import load_config
+from benchmark.profiling import plan
 from benchmark.profiling.flops import network_step_flops
 from benchmark.profiling.plan import StageCost, peak_bytes, state_bytes
 from benchmark.run.sweep import main
@@ -76,7 +77,6 @@ def test_zero_stages_shard_optimizer_state_and_gradients():
 
 
 def test_plan_needs_no_dataset_and_writes_nothing_into_the_study(tmp_path, monkeypatch, capsys):
-    import benchmark.profiling.plan_jobs as plan_jobs
 
     def stub(model, cfg, shape, batch, precision, measured):
         return [StageCost(
@@ -85,7 +85,7 @@ def test_plan_needs_no_dataset_and_writes_nothing_into_the_study(tmp_path, monke
             batch=batch, precision=precision, config_steps=100,
         )]  # fmt: skip
 
-    monkeypatch.setattr(plan_jobs, "model_costs", stub)
+    monkeypatch.setattr(plan, "model_costs", stub)
     out = tmp_path / "runs"
     argv = ["--plan", "--config", str(REPO / "configs" / "default.yaml"), "--generators", "pix2pix3d",
             "--plan-gpu", "V100-SXM2", "--plan-csv", str(tmp_path / "plan.csv"), "--seeds", "0",
@@ -97,3 +97,18 @@ def test_plan_needs_no_dataset_and_writes_nothing_into_the_study(tmp_path, monke
     misfits = next(line for line in text.splitlines() if line.startswith("does not fit:"))
     assert "segmentation real s" in misfits and "generator" not in misfits  # 40 GiB of activations > 32 GiB
     assert not out.exists() and (tmp_path / "plan.csv").is_file()
+
+
+def test_a_model_that_cannot_train_at_the_reduced_shape_is_measured_at_the_smallest_shape_it_trains_at():
+    tried = []
+
+    def costs(model, cfg, shape, batch, precision, measured):
+        tried.append(measured)
+        if measured[0] * measured[1] * measured[2] < 128 * 64 * 64:  # a one-voxel bottleneck below this
+            raise ValueError("Expected more than 1 spatial element when training")
+        return ["measured"]
+
+    assert plan.smallest_costs("spade_ldm", None, (256, 256, 64), 1, "fp16", costs) == ["measured"]
+    assert tried == [(64, 64, 64), (128, 64, 64)]  # the most reduced axis doubled first
+    with pytest.raises(ValueError, match="spatial element"):  # at the study's own shape the error is the model's
+        plan.smallest_costs("x", None, (64, 64, 64), 1, "fp32", costs)

@@ -198,9 +198,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def to_dict(cfg: Any) -> Any:
-    """A plain (JSON/YAML-safe) dict of a config: tuples become lists."""
+    """A plain (JSON/YAML-safe) dict of a config: tuples become lists.
+
+    A field with ``metadata={"omit_at_default": True}`` is left out while it holds its default, so that adding such
+    a key keeps the config hashes (and job hashes) of studies made before it.
+    """
     if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if not _omitted(cfg, f)}
     if isinstance(cfg, dict):
         return {k: to_dict(v) for k, v in cfg.items()}
     if isinstance(cfg, list | tuple):
@@ -221,6 +225,10 @@ def save_config(cfg: Any, folder: str | Path, name: str = "config.yaml") -> Path
     target = folder / name
     write_text_atomic(target, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return target
+
+
+def _omitted(cfg: Any, f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("omit_at_default")) and getattr(cfg, f.name) == f.default
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:

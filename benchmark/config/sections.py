@@ -169,11 +169,18 @@ class TrainConfig:
     log_every: int = 25
     sync_timing: bool = False  # synchronise the device around each step so per-step timings are exact
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
-    prefetch: int = 2  # batches built ahead by a loader process while steps train; 0 = build each in its step
+    prefetch: int = 2  # batches built ahead per loader worker while steps train; 0 = build each in its step
+    # processes building batches ahead (steps round-robin, handed over in step order); auto = the job's CPUs - 1
+    # (affinity, capped by SLURM_CPUS_PER_TASK), at least 1; 0 = build each batch in the training process
+    # (left out of the config's dict, and so of every hash, at its default: it changes no number)
+    loader_workers: int | Literal["auto"] | None = field(default="auto", metadata={"omit_at_default": True})
 
     def __post_init__(self) -> None:
         if self.prefetch < 0:
             raise ConfigError(f"train.prefetch: {self.prefetch} must be >= 0 (0 = build each batch inside its step)")
+        lw = self.loader_workers
+        if lw is not None and lw != "auto" and (isinstance(lw, bool) or not isinstance(lw, int) or lw < 0):
+            raise ConfigError(f"train.loader_workers: {lw!r} must be an integer >= 0 (0 = in the step) or auto")
 
 
 @dataclass(kw_only=True)
@@ -247,6 +254,9 @@ class RobustnessConfig:
     severities: tuple[Literal[1, 2, 3], ...] = (1, 2, 3)  # of the corruption families (site, external: one level)
     seed: int = 0  # per-case corruption draws (benchmark.robustness.case_seed): every arm sees the same volumes
     external: ExternalTestConfig = field(default_factory=ExternalTestConfig)
+    # also the segmenters of segmentation.fractions below 1.0 (default: the full-data segmenters alone, for cost).
+    # Left out of the config's dict (and so of every hash) at its default.
+    all_fractions: bool = field(default=False, metadata={"omit_at_default": True})
 
     def __post_init__(self) -> None:
         if not self.families or not self.severities:

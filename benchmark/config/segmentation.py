@@ -30,6 +30,9 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.25, 1.0)  # Gaussian blur sigma range, voxels
     gamma_range: tuple[float, float] = (0.7, 1.5)  # gamma (adjust contrast) range
     bias_coeff: tuple[float, float] = (0.0, 0.1)  # bias field polynomial coefficient range
+    # where the transforms run: cpu = in the loader workers; cuda = on the training GPU, in the training process,
+    # for jobs whose CPUs cannot keep up (the loader then only draws volumes and seeds). Left out of the hash at cpu.
+    device: Literal["cpu", "cuda"] = field(default="cpu", metadata={"omit_at_default": True})
 
 
 @dataclass(kw_only=True)
@@ -61,12 +64,17 @@ class SegmentationConfig:
     target: Literal["cavity", "cavity_wall"] = "cavity"
     arms: tuple[str, ...] = ("real", "real+augmented", "real+{generator}")
     ratios: tuple[float, ...] = (1.0,)  # synthetic : real volumes; above 1: ceil(ratio) samples per label map
+    # fractions of each split's real training patients the arms train on (nested, seeded per split and seed;
+    # benchmark.segmentation.fractions); must hold 1.0. Left out of the config's dict (and so of every hash) at its
+    # default, so a study from before the axis existed keeps its job hashes.
+    fractions: tuple[float, ...] = field(default=(1.0,), metadata={"omit_at_default": True})
     # activation checkpointing (MONAI CheckpointUNet: each level's blocks recomputed in the backward pass) for a
     # patch that does not fit the GPU; same numbers, more compute. Left out of the hash at its default.
     checkpointing: bool = field(default=False, metadata={"omit_at_default": True})
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
+        _check_fractions(self.fractions)
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"segmentation.epochs: {self.epochs} must be >= 1 (or null to use segmentation.steps)")
         if self.budget == "epochs" and self.epochs is None:
@@ -80,3 +88,15 @@ class SegmentationConfig:
                 f"under budget={self.budget} every arm already trains the same steps (drop {MATCHED_ARM} or set "
                 "budget=epochs)"
             )
+
+
+def _check_fractions(fractions: tuple[float, ...]) -> None:
+    """``segmentation.fractions``: values in (0, 1], no repeat, 1.0 among them (the full-data arms, which the
+    image-quality jobs and the baseline stand on)."""
+    bad = [f for f in fractions if not 0.0 < f <= 1.0]
+    if bad:
+        raise ConfigError(f"segmentation.fractions: {bad[0]} is outside (0, 1] (fractions of the training patients)")
+    if len(set(fractions)) != len(fractions):
+        raise ConfigError(f"segmentation.fractions: {list(fractions)} repeats a value")
+    if 1.0 not in fractions:
+        raise ConfigError(f"segmentation.fractions: {list(fractions)} must include 1.0 (the full-data arms)")

@@ -1,13 +1,15 @@
 """Seeds and batches for the training loop (``benchmark.engine``).
 
 ``seed_everything`` seeds the global RNGs once per run; ``derive_seed`` gives the per-step seeds. ``Batches``
-hands ``fit`` the batches of one stage, built ahead by a forked torch ``DataLoader`` worker when
-``train.prefetch`` > 0 (on Linux) or inside each step otherwise.
+hands ``fit`` the batches of one stage, built ahead by ``train.loader_workers`` forked torch ``DataLoader`` worker
+processes when ``train.prefetch`` > 0 (on Linux) or inside each step otherwise; ``resolve_loader_workers`` turns the
+setting (``auto``: the job's CPUs minus one) into a number.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import signal
 import sys
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.errors import TrainingError
+from benchmark.errors import ConfigError, TrainingError
 
 BatchFn = Callable[[int, np.random.Generator], dict[str, torch.Tensor]]
 
@@ -39,6 +41,38 @@ def seed_everything(seed: int, rank: int = 0) -> None:
     random.seed(value)
     np.random.seed(value % 2**32)
     torch.manual_seed(value)
+
+
+def job_cpus() -> int:
+    """The CPUs this job may use: its affinity mask, capped by ``SLURM_CPUS_PER_TASK`` where Slurm sets it.
+
+    Without task binding a Slurm job's affinity can be the whole node, so the allocation's count is the better bound.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm:
+        if not slurm.isdigit() or int(slurm) < 1:
+            raise ConfigError(f"train.loader_workers: auto reads SLURM_CPUS_PER_TASK={slurm!r}, not a CPU count >= 1")
+        cpus = min(cpus, int(slurm))
+    return cpus
+
+
+def resolve_loader_workers(setting: int | str | None, cpus: int | None = None) -> int:
+    """The number of loader worker processes for ``train.loader_workers``.
+
+    Args:
+        setting: an integer >= 0 (0 = build each batch in the training process), or ``"auto"`` / None: the job's
+            CPUs minus the one the training process uses, at least 1.
+        cpus: the job's CPUs for ``auto`` (default ``job_cpus()``; the cost plan passes ``cluster.cpus_per_task``).
+    """
+    if setting is None or setting == "auto":
+        return max(1, (job_cpus() if cpus is None else cpus) - 1)
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise ConfigError(f"train.loader_workers: {setting!r} must be an integer >= 0 or auto")
+    return setting
 
 
 # the loader process is forked, so batch functions may be closures (a spawned one would need them picklable);
@@ -84,6 +118,16 @@ class _StepBatches(torch.utils.data.Dataset):
     def make(self, step: int) -> dict[str, torch.Tensor]:
         return self.batch_fn(step, np.random.default_rng([*self.key, step]))
 
+    def make_here(self, step: int) -> dict[str, torch.Tensor]:
+        """``make`` in the training process, on one torch thread like a loader worker: a multi-threaded reduction
+        (MONAI's smoothing, resampling) may round differently, and the batch must not depend on the worker count."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.make(step)
+        finally:
+            torch.set_num_threads(threads)
+
     def __getitem__(self, step: int) -> Any:
         # in the loader process: its global RNGs re-seeded per step, so even a transform that ignored the rng
         # it is given would build the same batch after a resume as in an uninterrupted run
@@ -108,28 +152,42 @@ def _as_built(batch: Any) -> Any:
 
 
 class Batches:
-    """The batches of one stage, built ``depth`` steps ahead by a torch ``DataLoader`` worker process.
+    """The batches of one stage, built ahead by ``workers`` torch ``DataLoader`` worker processes, ``depth`` each.
 
-    A batch depends only on its step (``batch_fn`` must draw randomness from the ``rng`` it is given only, never
+    The workers take the steps round-robin and the loader hands the batches back in step order. A batch depends
+    only on its step (``batch_fn`` must draw randomness from the ``rng`` it is given only, never
     from the global RNGs), so building it early changes nothing but the time the training step waits for it
     (``StepTiming.data_s``). A separate process, not a thread, keeps the batch function's Python
-    work (MONAI augmentations) from competing with the training step for the GIL. ``depth=0``, or a platform
-    without fork, builds each batch inside its step, in this process.
+    work (MONAI augmentations) from competing with the training step for the GIL. ``depth=0``, ``workers=0``, or
+    a platform without fork, builds each batch inside its step, in this process. Whatever the number of workers,
+    and after a resume at any step, step ``k`` gets the same batch: its RNGs are seeded from the step alone.
+
+    Args:
+        batch_fn: ``batch_fn(step, rng)``.
+        key: (seed, rank, stage index): with the step, the seed of each batch.
+        steps: the stage's steps; first: the first step to build (a resumed stage starts later).
+        depth: batches built ahead per worker (``train.prefetch``).
+        pin: hand the batches over in pinned memory (training on a GPU).
+        workers: ``train.loader_workers`` (an integer or ``auto``, see ``resolve_loader_workers``).
     """
 
-    def __init__(self, batch_fn: BatchFn, key: tuple[int, int, int], steps: int, depth: int, first: int, pin: bool):
+    def __init__(
+        self, batch_fn: BatchFn, key: tuple[int, int, int], steps: int, depth: int, first: int, pin: bool,
+        workers: int | str | None = 1,
+    ):  # fmt: skip
         self.source = _StepBatches(batch_fn, key, steps)
         self.iterator = None
-        if depth > 0 and first < steps and _FORK is not None:
+        self.workers = resolve_loader_workers(workers) if depth > 0 and first < steps and _FORK is not None else 0
+        if self.workers > 0:
             loader = torch.utils.data.DataLoader(
-                self.source, batch_size=None, sampler=range(first, steps), num_workers=1,
+                self.source, batch_size=None, sampler=range(first, steps), num_workers=self.workers,
                 prefetch_factor=depth, pin_memory=pin, multiprocessing_context=_FORK,
                 # the worker's base seed comes from this generator, not from the training process's global RNG,
                 # whose state (dropout masks, checkpointed) must not depend on when a loader was started
                 generator=torch.Generator().manual_seed(0), worker_init_fn=_quiet_loader_signals,
                 collate_fn=_as_built, timeout=_LOADER_TIMEOUT_S,
             )  # fmt: skip
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _JOB_SIGNALS)  # held while the worker is forked
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _JOB_SIGNALS)  # held while the workers are forked
             try:
                 self.iterator = iter(loader)
             finally:
@@ -137,10 +195,10 @@ class Batches:
 
     def get(self, step: int) -> dict[str, torch.Tensor]:
         if self.iterator is None:
-            return self.source.make(step)
+            return self.source.make_here(step)
         batch = next(self.iterator)
         if isinstance(batch, _Failed):
-            self.source.make(step)  # raises the original error here, if it is reproducible
+            self.source.make_here(step)  # raises the original error here, if it is reproducible
             raise TrainingError(f"the batch of step {step} failed in the loader process: {batch.error}")
         return batch
 
@@ -148,4 +206,4 @@ class Batches:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.iterator = None  # shuts the worker process down
+        self.iterator = None  # shuts the worker processes down

@@ -327,7 +327,7 @@ class _Run:
     def run_stage(self, batch_fn: BatchFn, si: int, stage: Stage, first: int) -> None:
         _set_stage_modes(self.ctx, self.model, stage)
         key, pin = (self.seed, self.rank, si), self.ctx.device.type == "cuda"
-        with Batches(batch_fn, key, stage.steps, self.train.prefetch, first, pin) as batches:
+        with Batches(batch_fn, key, stage.steps, self.train.prefetch, first, pin, self.train.loader_workers) as batches:
             self._run_steps(batches, si, stage, first)
 
     def _run_steps(self, batches: Batches, si: int, stage: Stage, first: int) -> None:

@@ -61,7 +61,12 @@ def build_model(point: Any, cfg: StudyConfig) -> tuple[Any, int, dict[str, Any]]
     overrides = {name: 0 for name, steps in gcfg.warmups().items() if steps != 0}
     gcfg = _apply_set(dataclasses.replace(gcfg, **overrides), point.model_set, f"generators.{point.model}")
     n = cfg.composite.num_classes
-    return spec.build(gcfg, n, tuple(point.shape)), n, overrides
+    model = spec.build(gcfg, n, tuple(point.shape))
+    if gcfg.needs_segmenter():  # the consistency loss's frozen U-Net: untrained weights cost what trained ones do
+        from benchmark.segmentation.model import build_unet
+
+        model.set_segmenter(build_unet(dataclasses.replace(cfg.segmentation, target="cavity")))
+    return model, n, overrides
 
 
 def _apply_set(section: Any, values: dict[str, Any], where: str) -> Any:
@@ -74,11 +79,16 @@ def _apply_set(section: Any, values: dict[str, Any], where: str) -> Any:
 
 
 def segmentation_config(point: Any, cfg: StudyConfig) -> Any:
-    """The ``segmentation`` section as profiled: the point's batch size, whole volumes (no patch cropping)."""
+    """The ``segmentation`` section as profiled: the point's batch size, whole volumes (no patch cropping).
+
+    The network step is what is profiled: its in-memory batches are not augmented, also where the study augments
+    on the GPU (``augment.device: cuda``; that augmentation's GPU time is not part of the profiled step).
+    """
     seg = cfg.segmentation
     if point.tiny:
         seg = dataclasses.replace(seg, channels=(4, 8, 16, 32, 64), num_res_units=1)
-    return dataclasses.replace(seg, batch_size=point.batch_size, patch=None)
+    augment = dataclasses.replace(seg.augment, device="cpu")
+    return dataclasses.replace(seg, batch_size=point.batch_size, patch=None, augment=augment)
 
 
 def _channels_last(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

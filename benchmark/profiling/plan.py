@@ -171,8 +171,9 @@ def model_costs(
         with _mmap_large_allocations():  # the warm-up's freed blocks are then unmapped, not kept by malloc
             flops = count_flops(step)  # also the warm-up: optimizer state exists before the measured step
         # one network steps at a time (its gradients are freed after its update): the largest one's are in the peak
-        grads = max(
-            4 * sum(p.numel() for p in small.networks[n].parameters() if p.requires_grad) for n in stage.networks
+        grads = max(  # a stage that steps no network (labels2image fits statistics) has none
+            (4 * sum(p.numel() for p in small.networks[n].parameters() if p.requires_grad) for n in stage.networks),
+            default=0,
         )
         act = max(0, peak_bytes(step) - grads)
         out.append(StageCost(
@@ -182,6 +183,29 @@ def model_costs(
             config_steps=stage.steps,
         ))  # fmt: skip
     return out
+
+
+def smallest_costs(
+    model: str, cfg: StudyConfig, shape: tuple[int, ...], batch: int, precision: str, costs=None
+) -> list[StageCost]:  # fmt: skip
+    """``model_costs`` at the smallest shape the model trains at, from ``reduced_shape(shape)`` up: a network whose
+    deepest level would be one voxel there (SPADE-LDM at the paper's 256x256x64 has a 4x4x1 bottleneck, 1x1x1 at
+    64x64x64, where instance norm refuses to train) is measured after doubling the most reduced axis, up to
+    ``shape`` itself, where an error is the model's own.
+
+    Args:
+        model / cfg / shape / batch / precision: as ``model_costs``.
+        costs: the measuring function (``model_costs``; tests pass a fake).
+    """
+    measured = reduced_shape(shape)
+    while True:
+        try:
+            return (costs or model_costs)(model, cfg, shape, batch, precision, measured)
+        except (ValueError, RuntimeError, ConfigError):
+            if tuple(measured) == tuple(shape):
+                raise
+        axis = max(range(len(shape)), key=lambda i: shape[i] / measured[i])
+        measured = tuple(min(shape[i], 2 * m) if i == axis else m for i, m in enumerate(measured))
 
 
 def state_bytes(cost: StageCost, *, zero_stage: int, ranks: int, deepspeed: bool) -> dict[str, float]:

@@ -6,6 +6,11 @@ nothing (quality, robustness, prepare, report) get a row without GPU-hours: the 
 CPU, the robustness jobs only run inference. Steps per job are the one-rank job's, from ``epochs`` x
 ``ceil(training cases / batch)`` when epochs are set (else the configured steps); a job on N ranks takes 1/N of
 them per rank. Generator jobs' sampling after training is not costed. Nothing here reads or writes data.
+
+The data path: each training row also carries the loader workers a rank gets (``train.loader_workers``; ``auto``
+counts the job's ``cpus_per_task``), the samples per second one worker builds (timed here, on this machine's CPU,
+by ``benchmark.profiling.loader`` at the job's shape and patch), the steps per second the plan's step time
+expects, and ``data-bound: yes`` where workers x samples/s per worker < batch x steps/s (the GPU would wait).
 """
 
 from __future__ import annotations
@@ -17,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import StudyConfig
+from benchmark.engine.batches import resolve_loader_workers
 from benchmark.errors import ConfigError
 from benchmark.profiling.plan import (
     DEFAULT_MFU,
     GIB,
     StageCost,
     fixes,
-    model_costs,
     peak_for,
-    reduced_shape,
+    smallest_costs,
     state_bytes,
     total_bytes,
 )
@@ -109,6 +114,37 @@ def _steps(cfg: StudyConfig, kind: str, params: dict[str, Any], cost: StageCost,
     return budget_steps(seg, n_real=n_train, n_volumes=vols)
 
 
+def loader_seconds(cfg: StudyConfig, kind: str) -> tuple[float, str]:
+    """Seconds per sample in one loader worker of a ``kind`` job, and how that was obtained (the plan's note).
+
+    Args:
+        cfg: the study config (``preprocess.shape``, ``segmentation``, ``train.batch_size``).
+        kind: ``generator``, ``scope_segmenter`` or ``segmentation``.
+    """
+    from benchmark.profiling import loader
+
+    shape = tuple(cfg.preprocess.shape)
+    if kind == "generator":
+        return loader.stack_seconds(shape, cfg.train.batch_size), f"draw+stack timed at {'x'.join(map(str, shape))}"
+    seg = cfg.segmentation
+    how = "draw+stack timed (augmented on the GPU)" if seg.augment.device == "cuda" else "each transform timed once"
+    return loader.sample_seconds(seg, shape), f"{how} at {'x'.join(map(str, shape))}, patch {seg.patch}"
+
+
+def _workers(cfg: StudyConfig, cpus: int | None) -> int:
+    """Loader workers of one rank of a job with ``cpus`` CPUs per task (0: batches built in the step)."""
+    return resolve_loader_workers(cfg.train.loader_workers, cpus) if cfg.train.prefetch else 0
+
+
+def _loader_columns(row: dict, workers: int, timed: tuple[float, str], cost: StageCost, step_s: float) -> None:
+    """The data-path columns of one row: is the loader fast enough for the step time the plan expects?"""
+    rate, steps = 1.0 / max(timed[0], 1e-9), 1.0 / step_s
+    row["loader workers"], row["samples/s/worker"], row["steps/s"] = workers, rate, steps
+    # workers = 0 builds each batch in the step: as one worker, whose time adds to the step's
+    row["data-bound"] = "yes" if max(workers, 1) * rate < cost.batch * steps else ""
+    row["loader method"] = timed[1]
+
+
 def plan_rows(
     cfg: StudyConfig,
     graph: Sequence[tuple[str, str, dict, tuple]],
@@ -117,6 +153,7 @@ def plan_rows(
     mfu: float,
     cases: int | None = None,
     costs: Callable[..., list[StageCost]] | None = None,
+    loader: Callable[[StudyConfig, str], tuple[float, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per job kind and stage: parameters, memory per rank, FLOPs, steps, hours, fit and fix.
 
@@ -127,6 +164,7 @@ def plan_rows(
         mfu: assumed model FLOPs utilisation (0 < mfu <= 1).
         cases: ``--plan-cases`` (else the dataset's scan count, see ``n_scans``).
         costs: the per-model measurement (default ``model_costs``).
+        loader: seconds per sample in one loader worker and how they were obtained (default ``loader_seconds``).
     """
     if not 0.0 < mfu <= 1.0:
         raise ConfigError(f"--mfu: must be in (0, 1], got {mfu}")
@@ -134,6 +172,7 @@ def plan_rows(
     n_train = scans - max(1, round(cfg.splits.test_fraction * scans))
     stage, memory = zero_stage(cfg), float(gpu["memory_gb"]) * GIB
     measured: dict[tuple, list[StageCost]] = {}
+    loaders: dict[str, tuple[float, str]] = {}  # per job kind: one timing, shared by the kind's rows
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for _, kind, params, _ in graph:
         if kind in UNTRAINED:
@@ -145,7 +184,7 @@ def plan_rows(
         label, model, shape, batch, precision = _what(cfg, kind, params)
         key = (model, shape, batch, precision)
         if key not in measured:
-            measured[key] = (costs or model_costs)(model, cfg, shape, batch, precision, reduced_shape(shape))
+            measured[key] = smallest_costs(model, cfg, shape, batch, precision, costs)
         res = cfg.cluster.for_kind(kind)
         ranks = max(1, (res.tasks_per_node or 1) * (res.nodes or 1))
         for cost in measured[key]:
@@ -153,6 +192,11 @@ def plan_rows(
             if row is None:
                 deepspeed = cfg.train.engine == "deepspeed"
                 row = rows[(label, cost.stage)] = _stage_row(label, cost, (stage, ranks, deepspeed), memory, gpu)
+                timed = "segmentation" if kind == "scope_segmenter" else kind  # one timing per loader
+                if timed not in loaders:
+                    loaders[timed] = (loader or loader_seconds)(cfg, kind)
+                step_s = cost.flops / (peak_for(gpu, precision) * mfu)
+                _loader_columns(row, _workers(cfg, res.cpus_per_task), loaders[timed], cost, step_s)
             steps = _steps(cfg, kind, params, cost, n_train)
             hours = math.ceil(steps / ranks) * cost.flops / (peak_for(gpu, precision) * mfu) / 3600
             row["jobs"] += 1
@@ -183,9 +227,10 @@ def format_plan(rows: Sequence[dict[str, Any]], header: str) -> str:
     import pandas as pd
 
     frame = pd.DataFrame(list(rows)).fillna("")
-    shown = frame.drop(columns=[c for c in ("activation method", "note") if c in frame.columns])
+    notes = ("activation method", "loader method", "note")
+    shown = frame.drop(columns=[c for c in notes if c in frame.columns])
     text = [header, shown.to_string(index=False, float_format=lambda v: f"{v:.3g}")]
-    for col in ("activation method", "note"):
+    for col in notes:
         if col in frame.columns:
             text += [f"{r['job kind']} {r['stage']}: {r[col]}".strip() for _, r in frame.iterrows() if r[col]]
     total = sum(float(r.get("GPU-h", 0.0) or 0.0) for r in rows)
@@ -193,6 +238,8 @@ def format_plan(rows: Sequence[dict[str, Any]], header: str) -> str:
     misfits = [f"{r['job kind']} {r['stage']}" for _, r in frame.iterrows() if fit_col and r[fit_col] == "NO"]
     text.append(f"study total: {total:.1f} GPU-hours")
     text.append("does not fit: " + (", ".join(misfits) if misfits else "none"))
+    bound = [f"{r['job kind']} {r['stage']}" for _, r in frame.iterrows() if r.get("data-bound") == "yes"]
+    text.append("data-bound (loader slower than the GPU step): " + (", ".join(bound) if bound else "none"))
     return "\n".join(text)
 
 

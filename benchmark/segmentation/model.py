@@ -27,6 +27,7 @@ from benchmark.atomic import atomic_path
 from benchmark.config import SegmentationConfig
 from benchmark.engine.contract import Stage, StepContext
 from benchmark.errors import CheckpointError, ConfigError, DataError
+from benchmark.segmentation.augment import DeviceAugment
 
 TARGET_CLASSES = {"cavity": 2, "cavity_wall": 3}
 
@@ -132,6 +133,8 @@ class Segmenter:
                 raise ConfigError(f"segmentation.target: {self.num_classes} classes but {len(weight)} class weights")
         self.weights = weight
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, weight=weight)
+        # augment.device: cuda: the loader's batches arrive un-augmented and are augmented here, on the device
+        self.device_augment = DeviceAugment(cfg) if cfg.augment.device == "cuda" else None
 
     def stages(self) -> list[Stage]:
         return [Stage("segmentation", ("unet",), self.cfg.steps)]
@@ -145,6 +148,8 @@ class Segmenter:
 
     def train_step(self, ctx: StepContext, stage: Stage, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         net = ctx.module("unet")
+        if self.device_augment is not None:
+            batch = self.device_augment(batch, ctx.device)
         logits = net(batch["image"].to(ctx.device))
         loss = self.loss(logits, batch["label"].to(ctx.device))
         ctx.backward("unet", loss)

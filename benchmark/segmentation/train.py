@@ -25,7 +25,13 @@ from benchmark.atomic import write_text_atomic
 from benchmark.config import SegmentationConfig, TrainConfig, to_dict
 from benchmark.errors import ConfigError, DataError
 from benchmark.segmentation.arms import ArmData, ArmItem, AuditReport
-from benchmark.segmentation.augment import augment_pair, build_augment
+from benchmark.segmentation.augment import (
+    AUGMENT_MAX_SEED,
+    augment_pair,
+    build_augment,
+    check_augment_device,
+    patch_for,
+)
 from benchmark.segmentation.budget import budget_steps
 from benchmark.segmentation.evaluate import evaluate_cases, summarize
 from benchmark.segmentation.model import TARGET_CLASSES, Segmenter, class_weights, save_segmenter
@@ -42,7 +48,9 @@ def make_batch_fn(items: Sequence[ArmItem], cfg: SegmentationConfig) -> Callable
         cfg: batch size, patch size and augmentations.
 
     Returns:
-        A function returning ``{"image": (B,1,X,Y,Z) float32, "label": (B,1,X,Y,Z) int64}``.
+        A function returning ``{"image": (B,1,X,Y,Z) float32, "label": (B,1,X,Y,Z) int64}``; with
+        ``augment.device: cuda`` the drawn volumes un-augmented plus ``"augment_seed"`` (B,) int64, for the
+        segmenter's ``DeviceAugment`` (the same draws from ``rng``, so the same augmentation parameters).
     """
     if not items:
         raise DataError("arm training items", "the arm has no training volumes")
@@ -50,19 +58,26 @@ def make_batch_fn(items: Sequence[ArmItem], cfg: SegmentationConfig) -> Callable
     if len(shapes) != 1:
         raise DataError("arm training items", f"volumes of different shapes {sorted(shapes)}; resample them first")
     (shape,) = shapes
-    patch = cfg.patch if cfg.patch is not None and any(p < s for p, s in zip(cfg.patch, shape, strict=True)) else None
-    transform = build_augment(cfg.augment, patch)
+    on_device = cfg.augment.device == "cuda"
+    transform = None if on_device else build_augment(cfg.augment, patch_for(cfg, shape))
 
     def batch_fn(step: int, rng: np.random.Generator) -> Batch:
-        images, labels = [], []
+        images, labels, seeds = [], [], []
         for i in rng.integers(len(items), size=cfg.batch_size):
-            image, label = augment_pair(transform, items[int(i)].image, items[int(i)].target, rng)
+            item = items[int(i)]
+            if on_device:  # the draws augment_pair would make, without the arithmetic
+                seeds.append(int(rng.integers(AUGMENT_MAX_SEED)))
+                images.append(np.asarray(item.image, np.float32))
+                labels.append(np.asarray(item.target, np.int64))
+                continue
+            image, label = augment_pair(transform, item.image, item.target, rng)
             images.append(image)
             labels.append(label)
-        return {
+        batch = {
             "image": torch.from_numpy(np.stack(images)[:, None]),
             "label": torch.from_numpy(np.stack(labels)[:, None]),
         }
+        return batch | {"augment_seed": torch.tensor(seeds, dtype=torch.int64)} if on_device else batch
 
     return batch_fn
 
@@ -170,6 +185,7 @@ def fit_segmenter(
     weights = class_weights(
         (item.target for item in arm_data.items), TARGET_CLASSES[seg_cfg.target], seg_cfg.class_weighting
     )
+    check_augment_device(seg_cfg.augment, device)
     torch.manual_seed(seed)  # the network's initialisation
     model = Segmenter(seg_cfg, weights)
     start = time.perf_counter()
@@ -248,6 +264,7 @@ def _write_arm(
     json_path = write_text_atomic(out_dir / "arm.json", json.dumps(record, indent=1, default=str))
     tracker.log_metrics({k: v for k, v in record["means"].items() if not math.isnan(v)})
     counts = {"n_real": arm_data.n_real, "n_synthetic": arm_data.n_synthetic, "n_augmented": arm_data.n_augmented}
+    counts["n_volumes"] = len(arm_data.items)
     tracker.log_metrics({**counts, "train_seconds": train_s, "train_steps": record["steps"]})
     tracker.log_artifact(json_path)
 
@@ -260,6 +277,7 @@ def _tags(arm_data: ArmData, arm: str, split: int | str, seed: int, audit: Audit
         "split": split,
         "seed": seed,
         "ratio": arm_data.ratio,
+        "fraction": arm_data.fraction,
         "generator_protocol": arm_data.provenance.get("protocol") or "none",
         "leaky": "unknown" if audit is None else str(audit.leaky).lower(),
     }
