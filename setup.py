@@ -26,7 +26,10 @@ setup(
         "tqdm>=4.66",
         "pyyaml>=6.0",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6", "psycopg2-binary>=2.9"]},
+    extras_require={
+        "auth": ["mlflow[auth]==3.17.2"],  # a tracking server with MLflow's own authentication (README)
+        "dev": ["pytest>=8", "ruff>=0.6", "psycopg2-binary>=2.9", "mlflow[auth]==3.17.2"],
+    },
     entry_points={
         "console_scripts": [
             "lge-sweep=benchmark.run.cli:sweep_main",

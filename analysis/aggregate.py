@@ -9,6 +9,9 @@ Writes into ``--out`` (default ``runs/<experiment>/analysis``): ``segmentation``
 Without ``--tracking-uri`` the store is ``$MLFLOW_TRACKING_URI`` or the sweep's default, the sqlite file
 ``runs/<experiment>/mlflow.db``. An experiment without runs, or with finished runs that lack their per-case
 artifacts, stops with a message naming them (exit code 2); ``--allow-missing`` tabulates the rest instead.
+Only the runs of the study's own config are read: their config hashes come from the study folder's job records
+(``--study``, default ``runs/<experiment>`` when it holds them), so another variant or user logging to the same
+experiment never enters the tables; ``--study none`` reads every run (the newest finished one per job).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark.analysis.mlflow_source import kind_of, read_study
+from benchmark.analysis.mlflow_source import kind_of, read_study, study_config_hashes
 from benchmark.analysis.significance import significance_table
 from benchmark.analysis.tables import quality_table, segmentation_table, to_markdown, write_table
 from benchmark.run.cli import main_guard
@@ -31,10 +34,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--experiment", required=True, help="MLflow experiment (the study name by default)")
     p.add_argument("--tracking-uri", help="e.g. http://127.0.0.1:5000 or sqlite:///runs/default/mlflow.db")
     p.add_argument("--out", help="output folder (default: runs/<experiment>/analysis)")
-    p.add_argument("--baseline", default="real")
+    p.add_argument("--baseline", default="real", help="full-data reference arm (an arm <arm>@f<f>: <baseline>@f<f>)")
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--min-pairs", type=int, default=5)
     p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument(
+        "--study",
+        help="study folder whose config's runs are read (default: runs/<experiment> if it "
+        "has state/jobs.json; 'none': every run)",
+    )
     p.add_argument("--allow-missing", action="store_true", help="tabulate runs that have per-case artifacts")
     return p.parse_args(argv)
 
@@ -43,7 +51,11 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(Path("runs") / args.experiment)
     out = Path(args.out or Path("runs") / args.experiment / "analysis")
-    study = read_study(uri, args.experiment, allow_missing=args.allow_missing)
+    folder = Path(args.study or Path("runs") / args.experiment)
+    own = args.study != "none" and (args.study is not None or (folder / "state" / "jobs.json").is_file())
+    hashes = study_config_hashes(folder) if own else None
+    study = read_study(uri, args.experiment, allow_missing=args.allow_missing, config_hashes=hashes)
+    print(f"runs of the config of study folder {folder}" if own else "runs of every config (no study folder)")
     f = study.frames
     seg = segmentation_table(f.seg)
     qual = quality_table(f.quality, n_boot=args.n_boot)

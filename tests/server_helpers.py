@@ -71,13 +71,34 @@ def start_ui(study: Path, port: int, cwd: Path, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
-def start_mlflow(backend: str, port: int, cwd: Path, log: Path) -> subprocess.Popen:
-    """``mlflow server`` on 127.0.0.1 with one worker and artifacts served from ``cwd/artifacts``."""
+def start_mlflow(
+    backend: str, port: int, cwd: Path, log: Path, *, app_name: str | None = None, env: dict | None = None
+) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1 with one worker and artifacts served from ``cwd/artifacts``; ``app_name``
+    (``basic-auth``) and ``env`` (its settings) for a server with MLflow's own authentication."""
     cmd = [str(MLFLOW), "server", "--backend-store-uri", backend, "--artifacts-destination", str(cwd / "artifacts"),
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    cmd += ["--app-name", app_name] if app_name else []
     with open(log, "a") as fh:
-        return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **SERVER_ENV}, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **SERVER_ENV, **(env or {})}, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def start_auth_mlflow(root: Path, admin_password: str) -> tuple[subprocess.Popen, str]:
+    """``mlflow server --app-name basic-auth`` with its user database, config and store under ``root``; returns the
+    process and its URL once it answers (admin user ``admin``; needs the ``mlflow[auth]`` extra). Checked
+    credentials are cached: PBKDF2 on every request makes a study's logging several times slower."""
+    ini = root / "basic_auth.ini"
+    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'basic_auth.db'}\n"
+                   "admin_username = admin\nauth_cache_ttl_seconds = 300\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")  # fmt: skip
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex()}  # fmt: skip
+    port, log = free_port(), root / "server.log"
+    proc = start_mlflow(f"sqlite:///{root / 'mlflow.db'}", port, root, log, app_name="basic-auth", env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(proc, url, log)
+    return proc, url
 
 
 def listening(port: int) -> list[str]:

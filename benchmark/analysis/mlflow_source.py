@@ -7,14 +7,19 @@ from those artifacts, never from the logged means, so paired tests see every cas
 ``benchmark.results`` exactly as from a study folder (they carry their study, split, seed, generator and arm;
 nothing is taken from tags).
 
-Re-running a sweep after a config change adds new runs under the same job key; the newest FINISHED run of each
-key is used and the older ones are listed in ``notes``. Runs that did not finish are listed too.
+Re-running a sweep after a config change adds new runs under the same job key, and on a shared server another
+variant of the study (same name, another config) or another user adds runs to the same experiment. Every job run is
+tagged with its ``config_hash`` (the hash the study folder's ``state/jobs.json`` records for its key): given those
+hashes (``config_hashes``, e.g. from :func:`study_config_hashes`) only runs of the study's own config are read, so
+variants never mix; the others are counted in ``notes``. Of the runs kept, the newest FINISHED run of each key is
+used and the older ones are listed in ``notes``. Runs that did not finish are listed too.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,8 @@ from benchmark.analysis.tables import quality_notes
 from benchmark.errors import DataError, TrackingError
 from benchmark.tracking.runs import RunRecord, download_artifact, experiment_runs, run_artifacts
 
-__all__ = ["MlflowStudy", "check_store", "read_study", "read_study_frames", "select_runs", "kind_of"]
+__all__ = ["MlflowStudy", "check_store", "read_study", "read_study_frames", "select_runs", "kind_of",
+           "study_config_hashes"]  # fmt: skip
 
 _PREFIX_KIND = {"seg": "segmentation", "quality": "quality", "gen": "generator", "sweep": "sweep"}
 # Artifacts a finished run of each kind must carry for its rows to be read.
@@ -76,18 +82,53 @@ def _listing(items: list[str]) -> str:
     return "; ".join(items[:_LIST_AT_MOST]) + (f"; and {more} more" if more > 0 else "")
 
 
-def select_runs(runs: list[RunRecord]) -> tuple[dict[str, RunRecord], list[RunRecord], list[str]]:
+def study_config_hashes(study_dir: str | Path) -> dict[str, str]:
+    """Job key -> config hash, as the study folder's driver recorded them (``<study>/state/jobs.json``).
+
+    Raises:
+        DataError: when the folder holds no job records (never run from there) or an unreadable state file.
+    """
+    from benchmark.run.state import StudyState
+
+    state = StudyState(study_dir)
+    records = state.load()
+    if not records:
+        raise DataError(state.path, "not found or empty: the study folder's job records give each job's config hash")
+    return {key: rec.cfg_hash for key, rec in records.items()}
+
+
+def _of_config(runs: list[RunRecord], config_hashes: Mapping[str, str] | None) -> tuple[list[RunRecord], list]:
+    """The runs of the study's own config (parents: those whose children are kept) and the others."""
+    if config_hashes is None:
+        return runs, []
+    mine, other = [], []
+    for run in runs:
+        key = run.tags.get("job_key") or run.name
+        own = kind_of(run) == "sweep" or config_hashes.get(key) == run.tags.get("config_hash")
+        (mine if own else other).append(run)
+    parent_ids = {r.parent_id for r in mine if kind_of(r) != "sweep"}
+    return [r for r in mine if kind_of(r) != "sweep" or r.run_id in parent_ids], other
+
+
+def select_runs(
+    runs: list[RunRecord], config_hashes: Mapping[str, str] | None = None
+) -> tuple[dict[str, RunRecord], list[RunRecord], list[str]]:
     """Pick the runs an analysis uses.
 
     Args:
         runs: every run of the experiment.
+        config_hashes: job key -> the config hash of the study's own jobs; runs of another hash (another variant
+            or user of the experiment, an older config) are left out. None: every run (a note says when some
+            job key carries several hashes).
 
     Returns:
         The newest FINISHED job run per job key (``job_key`` tag, else the run name), the parent runs (newest
-        first) and notes on runs that were left out (unfinished, or superseded by a newer finished run).
+        first) and notes on runs that were left out (another config, unfinished, or superseded by a newer
+        finished run).
     """
     jobs: dict[str, RunRecord] = {}
     parents, unfinished, superseded = [], [], []
+    runs, other = _of_config(runs, config_hashes)
     for run in sorted(runs, key=lambda r: r.start_time):
         kind = kind_of(run)
         if kind == "sweep":
@@ -100,6 +141,13 @@ def select_runs(runs: list[RunRecord]) -> tuple[dict[str, RunRecord], list[RunRe
                 superseded.append(jobs[key])
             jobs[key] = run
     notes = []
+    if other:
+        notes.append(f"{len(other)} job run(s) of another config (another variant or user of this experiment) left "
+                     "out: " + _listing([_describe(r) for r in other]))  # fmt: skip
+    mixed = _mixed_hashes([*jobs.values(), *superseded]) if config_hashes is None else []
+    if mixed:
+        notes.append(f"{len(mixed)} job(s) have finished runs of several config hashes (variants or users mixing?); "
+                     "pass the study folder to read only its config's runs: " + _listing(mixed))  # fmt: skip
     still_missing = [r for r in unfinished if (r.tags.get("job_key") or r.name) not in jobs]
     if still_missing:
         notes.append(f"{len(still_missing)} job run(s) did not finish and have no finished re-run: "
@@ -108,6 +156,13 @@ def select_runs(runs: list[RunRecord]) -> tuple[dict[str, RunRecord], list[RunRe
         notes.append(f"{len(superseded)} older finished run(s) superseded by a newer run of the same job: "
                      + _listing([_describe(r) for r in superseded]))  # fmt: skip
     return jobs, parents[::-1], notes
+
+
+def _mixed_hashes(finished: list[RunRecord]) -> list[str]:
+    seen: dict[str, set[str]] = {}
+    for run in finished:
+        seen.setdefault(run.tags.get("job_key") or run.name, set()).add(run.tags.get("config_hash", ""))
+    return sorted(k for k, hashes in seen.items() if len(hashes) > 1)
 
 
 def _int_or_str(value: Any) -> Any:
@@ -173,7 +228,9 @@ def _check_artifacts(uri: str, used: dict[str, RunRecord], where: str, allow_mis
     return listed, missing
 
 
-def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> MlflowStudy:
+def read_study(
+    uri: str, experiment: str, *, allow_missing: bool = False, config_hashes: Mapping[str, str] | None = None
+) -> MlflowStudy:
     """Read a study's per-case rows, image-quality rows, split sizes and arm records from MLflow.
 
     Args:
@@ -181,6 +238,8 @@ def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> Mlf
         experiment: the experiment name (the study name unless ``tracking.experiment`` was set).
         allow_missing: keep going when finished runs lack their per-case artifacts (they are listed in
             ``missing`` and ``notes``); by default that is an error.
+        config_hashes: job key -> config hash of the study's own jobs (:func:`study_config_hashes`): only those
+            runs are read. None: every run of the experiment (the newest finished run per job key).
 
     Returns:
         The study with its frames, the runs used and notes.
@@ -195,10 +254,11 @@ def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> Mlf
     exp_id, runs = experiment_runs(uri, experiment)
     if not runs:
         raise DataError(where, "holds no runs (was the sweep run with tracking enabled and this store?)")
-    jobs, parents, notes = select_runs(runs)
+    jobs, parents, notes = select_runs(runs, config_hashes)
     used = {k: r for k, r in sorted(jobs.items()) if kind_of(r) in REQUIRED}
     if not used:
-        raise DataError(where, "holds no finished segmentation or image-quality runs; its runs: "
+        of = " of the study's config hashes" if config_hashes is not None else ""
+        raise DataError(where, f"holds no finished segmentation or image-quality runs{of}; its runs: "
                         + _listing([_describe(r) for r in runs]))  # fmt: skip
     listed, missing = _check_artifacts(uri, used, where, allow_missing, notes)
     skip = {r.run_id for r, _ in missing}
@@ -206,7 +266,8 @@ def read_study(uri: str, experiment: str, *, allow_missing: bool = False) -> Mlf
     with tempfile.TemporaryDirectory(prefix="lge-mlflow-") as tmpdir:
         frames = _read_frames(uri, runs_read, listed, parents, Path(tmpdir), notes)
     notes += quality_notes(frames.quality)
-    expected = [r.tags.get("arm") or r.name.rsplit("/", 1)[-1] for r in runs if kind_of(r) == "segmentation"]
+    own, _ = _of_config(runs, config_hashes)
+    expected = [r.tags.get("arm") or r.name.rsplit("/", 1)[-1] for r in own if kind_of(r) == "segmentation"]
     return MlflowStudy(uri=uri, experiment=experiment, experiment_id=exp_id, frames=frames, runs=used,
                        missing=missing, notes=notes, expected_arms=list(dict.fromkeys(expected)))  # fmt: skip
 
@@ -226,9 +287,11 @@ def _read_frames(
     return StudyFrames(seg=seg, quality=quality, split_sizes=sizes, arms=arms)
 
 
-def read_study_frames(uri: str, experiment: str, *, allow_missing: bool = False) -> StudyFrames:
+def read_study_frames(
+    uri: str, experiment: str, *, allow_missing: bool = False, config_hashes: Mapping[str, str] | None = None
+) -> StudyFrames:
     """The frames of :func:`read_study` only (same shape as ``collect_study`` gives for a study folder)."""
-    return read_study(uri, experiment, allow_missing=allow_missing).frames
+    return read_study(uri, experiment, allow_missing=allow_missing, config_hashes=config_hashes).frames
 
 
 def check_store(uri: str) -> None:

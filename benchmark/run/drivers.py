@@ -25,6 +25,7 @@ from benchmark.run.state import JobRecord, StudyState, driver_lock
 from benchmark.run.status import JobStatus, study_status
 from benchmark.run.submit import SUBMIT_LOCK_WAIT_S, PlannedJob, plan_jobs, submit_planned, submitit_folder
 from benchmark.study import Study
+from benchmark.tracking.auth import refuse_credentials_in_config
 from benchmark.tracking.runs import study_ui_lines
 from benchmark.tracking.tracker import check_reachable, default_uri, ensure_experiment, replay_spool
 
@@ -54,6 +55,7 @@ def _specs(study: Study, graph: Graph, uri: str | None, exp_id: str | None) -> l
 def _tracking_uri(study: Study) -> str | None:
     """The tracking URI once the store answers (checked before anything is prepared or submitted); None untracked."""
     cfg = study.cfg
+    refuse_credentials_in_config(cfg.cluster.env)  # jobs inherit credentials from the environment, never the config
     if not cfg.tracking.enabled:
         return None
     uri = cfg.tracking.uri or default_uri(cfg.study_dir)

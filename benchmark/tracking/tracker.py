@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import TrackingError
+from benchmark.tracking.auth import auth_error, check_server
 from benchmark.tracking.spool import chunks, own_http_retries, transient
 
 log = logging.getLogger(__name__)
@@ -84,25 +85,9 @@ def default_uri(study_dir: str | Path) -> str:
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any job is submitted, when an HTTP tracking server does not answer.
-
-    Args:
-        uri: tracking URI; only ``http(s)://`` URIs are probed.
-        timeout: seconds to wait for ``/health``.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-            if resp.status != 200:
-                raise TrackingError(f"tracking server {uri} answered /health with HTTP {resp.status}")
-    except (urllib.error.URLError, OSError) as exc:
-        raise TrackingError(
-            f"tracking server {uri} is unreachable ({exc}); start it or pass another --tracking-uri"
-        ) from None
+    """Fail fast, before any job is submitted, when an HTTP tracking server does not answer or refuses the
+    credentials (``benchmark.tracking.auth.check_server``); ``timeout``: seconds per request."""
+    check_server(uri, timeout, lambda: client_for(uri).search_experiments(max_results=1))
 
 
 def client_for(uri: str):
@@ -142,7 +127,10 @@ def ensure_experiment(uri: str, name: str, artifact_dir: str | Path | None = Non
 
     with _store_lock(uri):
         client = client_for(uri)
-        exp = client.get_experiment_by_name(name)
+        try:
+            exp = client.get_experiment_by_name(name)
+        except MlflowException as exc:
+            raise auth_error(uri, exc, f"experiment {name!r}") or exc from None
         if exp is not None:
             return exp.experiment_id
         local = artifact_dir is not None and not uri.startswith(("http://", "https://"))
@@ -152,7 +140,7 @@ def ensure_experiment(uri: str, name: str, artifact_dir: str | Path | None = Non
         except MlflowException as exc:
             exp = client.get_experiment_by_name(name) if exc.error_code == "RESOURCE_ALREADY_EXISTS" else None
             if exp is None:
-                raise
+                raise auth_error(uri, exc, f"create experiment {name!r}") or exc from None
             return exp.experiment_id
 
 
@@ -270,7 +258,8 @@ class MLflowTracker(Tracker):
             except Exception as exc:  # MlflowException, requests and sqlite errors
                 attempt += 1
                 if not transient(exc):
-                    raise TrackingError(f"tracking at {self.uri} refused to {what}: {exc}") from None
+                    raise auth_error(self.uri, exc, what) or TrackingError(f"tracking at {self.uri} refused to "
+                                                                           f"{what}: {exc}") from None  # fmt: skip
                 if attempt > self.retries and time.monotonic() - t0 > self.patience:
                     raise TrackingError(f"tracking at {self.uri}: could not {what} after {attempt} attempts "
                                         f"over {time.monotonic() - t0:.0f} s: {exc}") from None  # fmt: skip
@@ -302,8 +291,8 @@ class MLflowTracker(Tracker):
             except Exception as exc:
                 if not transient(exc):
                     self._queue.pop(0)  # dropped, so the rest of the queue (and a later end) still goes through
-                    raise TrackingError(f"tracking at {self.uri} refused {op['op']} for run {self.run_id}: {exc}") \
-                        from None  # fmt: skip
+                    refused = f"tracking at {self.uri} refused {op['op']} for run {self.run_id}: {exc}"
+                    raise auth_error(self.uri, exc, f"run {self.run_id}") or TrackingError(refused) from None
                 self._went_away()
                 return False
             self._queue.pop(0)
@@ -394,7 +383,15 @@ def replay_spool(spool_dir: str | Path | None = None, uri: str | None = None, qu
     from benchmark.tracking import spool as sp
 
     def sender(header: dict[str, Any]):
+        # the same client as the run's tracker: it reads the same environment (or ~/.netrc) credentials
         client = client_for(header["uri"])
-        return lambda op: _send_op(client, header["run_id"], op)
+
+        def send(op: dict[str, Any]) -> None:
+            try:
+                _send_op(client, header["run_id"], op)
+            except Exception as exc:
+                raise auth_error(header["uri"], exc, f"run {header['run_id']}") or exc from None
+
+        return send
 
     return sp.replay(spool_dir or sp.default_spool_dir(), uri, sender, quiet)

@@ -233,3 +233,60 @@ def test_aggregate_script_exit_code_2(store, tmp_path, capsys):
     assert main_guard(lambda: _aggregate().main(["--experiment", "agg_empty", "--tracking-uri", uri])) == 2
     assert "holds no runs" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()  # nothing partial written
+
+
+def _log_variant(uri: str, exp: str, tmp: Path, root: Path, offset: float, seg_hash: str) -> pd.DataFrame:
+    """One variant of study ``toy``: its folder's job records and its runs (the generator run is shared: the
+    variants differ in the segmentation section only, so its hash is the same)."""
+    from benchmark.run.state import JobRecord, StudyState
+
+    hashes = {"gen/split0/spade_ldm/seed0": "g0", **{f"seg/split0/seed0/{a}": f"{seg_hash}-{a}"
+                                                    for a in ("real", "real+spade_ldm")}}  # fmt: skip
+    StudyState(root).update(JobRecord(key=k, kind=k.split("/")[0], cfg_hash=h) for k, h in hashes.items())
+    plan = {"protocol": "per_split", "seed": 0, "splits": [{"index": 0, "train_patients": [], "test_patients": [],
+            "train_cases": ["t0", "t1"], "test_cases": CASES[0]}]}  # fmt: skip
+    parent = _log(uri, exp, "sweep/toy", {"kind": "sweep"}, {"splits.json": json.dumps(plan)}, tmp / "parent")
+    _log(uri, exp, "gen/split0/spade_ldm/seed0", {"kind": "generator", "config_hash": "g0"}, {}, tmp / "gen", parent)
+    rows = []
+    for arm in ("real", "real+spade_ldm"):
+        frame = _seg_rows(0, arm, offset)
+        rows.append(frame)
+        tags = {
+            "kind": "segmentation",
+            "split": 0,
+            "seed": 0,
+            "arm": arm,
+            "config_hash": hashes[f"seg/split0/seed0/{arm}"],
+        }
+        _log(uri, exp, f"seg/split0/seed0/{arm}", tags, {"per_case.csv": frame.to_csv(index=False)}, tmp, parent)
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_variants_in_one_experiment_never_mix(store, tmp_path, capsys):
+    """Two variants of one study (same name, other segmentation config) log to one experiment: each reads only its
+    own runs, by the config hashes its study folder recorded; read without them, the mix is pointed out."""
+    from benchmark.analysis.mlflow_source import study_config_hashes
+    from benchmark.run.cli import main_guard
+
+    uri, exp, tmp = _experiment(store, "variants")
+    a = _log_variant(uri, exp, tmp / "a", tmp_path / "a", 0.0, "hash-a")
+    b = _log_variant(uri, exp, tmp / "b", tmp_path / "b", -0.4, "hash-b")  # newer: would win without the filter
+    for root, rows in ((tmp_path / "a", a), (tmp_path / "b", b)):
+        study = read_study(uri, "variants", config_hashes=study_config_hashes(root))
+        got = study.frames.seg.sort_values(["arm", "case_id", "metric"]).value.tolist()
+        assert got == pytest.approx(rows.sort_values(["arm", "case_id", "metric"]).value.tolist(), nan_ok=True)
+        assert {r.tags["config_hash"] for r in study.runs.values()} == {"hash-a-real", "hash-a-real+spade_ldm"} \
+            if root.name == "a" else {"hash-b-real", "hash-b-real+spade_ldm"}  # fmt: skip
+        assert any("2 job run(s) of another config" in n for n in study.notes)
+        # the other variant's runs are no "older re-runs" (its shared generator run, same hash, may be)
+        assert not any("superseded" in n and "seg/" in n for n in study.notes)
+    mixed = read_study(uri, "variants")  # no study folder: newest per job key, and a note on the mix
+    assert any("several config hashes" in n and "seg/split0/seed0/real" in n for n in mixed.notes)
+    with pytest.raises(DataError, match="state/jobs.json: not found"):
+        study_config_hashes(tmp_path / "nowhere")
+    out = tmp_path / "tables"
+    args = ["--experiment", "variants", "--tracking-uri", uri, "--study", str(tmp_path / "a"), "--out", str(out),
+            "--n-boot", "50"]  # fmt: skip
+    assert main_guard(lambda: _aggregate().main(args)) == 0, capsys.readouterr().err
+    seg = pd.read_csv(out / "seg_rows.csv")
+    assert seg[seg.metric == "dice"].value.max() < 0.9 and seg[seg.metric == "dice"].value.min() > 0.6  # only a's
