@@ -32,7 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--curves", help="optional CSV run,step,metric,value")
     p.add_argument("--k-scores", help="optional CSV k,silhouette,davies_bouldin")
     p.add_argument("--out", required=True, help="the .html file to write")
-    p.add_argument("--baseline", default="real")
+    p.add_argument("--baseline", default="real", help="full-data reference arm (an arm <arm>@f<f>: <baseline>@f<f>)")
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--min-pairs", type=int, default=5)
     return p.parse_args(argv)

@@ -22,7 +22,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--split-sizes", help="CSV with columns split,n_train,n_test (needed for the corrected t-test)")
     p.add_argument("--out", required=True, help="output path without suffix")
     p.add_argument("--metric", default="dice", choices=["dice", "hd95", "assd"])
-    p.add_argument("--baseline", default="real")
+    p.add_argument("--baseline", default="real", help="full-data reference arm (an arm <arm>@f<f>: <baseline>@f<f>)")
     p.add_argument("--alpha", type=float, default=0.05)
     p.add_argument("--min-pairs", type=int, default=5)
     p.add_argument("--arms", nargs="*", default=None, help="arms expected (listed even without rows)")

@@ -16,7 +16,8 @@
 ```
 
 ``scope`` is where a generator's training patients come from: ``pool`` (disjoint_pool), ``split<k>``
-(per_split) or ``all`` (shared).
+(per_split) or ``all`` (shared); under per_split, ``split<k>@f<f>`` is the scope of a training-data fraction below 1
+(``benchmark.segmentation.fractions``), sampled into ``samples/split<k>/<gen>/seed<s>@f<f>``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from benchmark.data.composite import CompositeModel, composite_maps
 from benchmark.data.manifest import Manifest
 from benchmark.data.splits import SplitPlan, load_splits, make_splits, save_splits
 from benchmark.errors import ConfigError, DataError
+from benchmark.segmentation.fractions import fraction_cases, split_suffix, suffix
 
 
 @dataclass
@@ -66,7 +68,31 @@ class Study:
     def scope_splits(self, scope: str) -> list[int]:
         """Splits whose synthetic volumes come from generators of ``scope``."""
         n = len(self.plan.splits)
-        return [int(scope.removeprefix("split"))] if scope.startswith("split") else list(range(n))
+        split = _scope_split(scope)
+        return [split] if split is not None else list(range(n))
+
+    def scope_train_cases(self, scope: str, seed: int) -> tuple[str, ...]:
+        """A generator scope's training cases: the protocol's (``SplitPlan.generator_train_cases``), and for a
+        fraction scope (``split<k>@f<f>``) only the fraction's patients of split ``k`` at ``seed``.
+
+        Args:
+            scope: ``pool``, ``split<k>``, ``split<k>@f<f>`` or ``all``.
+            seed: the job's seed (it chooses a fraction's patients).
+        """
+        fraction = split_suffix(scope)[1]
+        split = _scope_split(scope)
+        if fraction == 1.0:
+            return tuple(self.plan.generator_train_cases(split))
+        return self.fraction_cases(int(split), seed, fraction)
+
+    def fraction_cases(self, split: int, seed: int, fraction: float) -> tuple[str, ...]:
+        """Split ``split``'s training cases of the patients kept at ``fraction`` and ``seed`` (nested, seeded)."""
+        return fraction_cases(self.plan.splits[split], fraction, seed, self.patient_of)
+
+    @cached_property
+    def patient_of(self) -> dict[str, str]:
+        """case id -> patient id."""
+        return {c: pid for pid, cases in self.manifest.patients().items() for c in cases}
 
     def generator_dir(self, gen: str, scope: str, seed: int) -> Path:
         return self.root / "generators" / scope / gen / f"seed{seed}"
@@ -74,8 +100,9 @@ class Study:
     def scope_segmenter_dir(self, scope: str, seed: int) -> Path:
         return self.root / "segmenters" / scope / f"seed{seed}"
 
-    def samples_dir(self, gen: str, split: int, seed: int) -> Path:
-        return self.root / "samples" / f"split{split}" / gen / f"seed{seed}"
+    def samples_dir(self, gen: str, split: int, seed: int, fraction: float = 1.0) -> Path:
+        """Samples of ``gen`` for split ``split``: under per_split a fraction below 1 has its own generator."""
+        return self.root / "samples" / f"split{split}" / gen / f"seed{seed}{suffix(fraction)}"
 
     def quality_dir(self, gen: str, split: int, seed: int) -> Path:
         return self.root / "quality" / f"split{split}" / gen / f"seed{seed}"
@@ -113,12 +140,13 @@ class Study:
 
         Cached in ``composite/<scope>/`` (written by the driver before jobs start; jobs only read).
         """
+        scope = _base_scope(scope)  # a fraction scope conditions on its split's maps (fitted on the split's images)
         folder = self.root / "composite" / scope
         model_path, maps_path = folder / "model.json", folder / "maps.npz"
         if model_path.is_file() and maps_path.is_file():
             with np.load(maps_path) as z:
                 return CompositeModel.load(model_path), {k: z[k] for k in z.files}
-        split = int(scope.removeprefix("split")) if scope.startswith("split") else None
+        split = _scope_split(scope)
         fit_ids = list(self.plan.generator_train_cases(split))
         images = {c: a.image for c, a in self.arrays.items()}
         labels = {c: a.label for c, a in self.arrays.items()}
@@ -143,11 +171,22 @@ class Study:
         if variant is None:
             return self.cfg.composite.num_classes, self.composite(scope)[1]
         composite = dataclasses.replace(self.cfg.composite, **VARIANTS[variant])
-        split = int(scope.removeprefix("split")) if scope.startswith("split") else None
+        split = _scope_split(scope)
         images = {c: a.image for c, a in self.arrays.items()}
         labels = {c: a.label for c, a in self.arrays.items()}
         _, maps = composite_maps(images, labels, list(self.plan.generator_train_cases(split)), composite)
         return composite.num_classes, maps
+
+
+def _base_scope(scope: str) -> str:
+    """The scope without its fraction part (``split0@f0.5`` -> ``split0``)."""
+    return split_suffix(scope)[0]
+
+
+def _scope_split(scope: str) -> int | None:
+    """The split of a ``split<k>`` scope (with or without a fraction part); None for ``pool`` and ``all``."""
+    base = _base_scope(scope)
+    return int(base.removeprefix("split")) if base.startswith("split") else None
 
 
 def prepare_study(cfg: StudyConfig) -> Study:

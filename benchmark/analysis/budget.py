@@ -13,7 +13,8 @@ _RULES = {
     "epochs": (
         "Arms are matched in epochs (<code>segmentation.budget: epochs</code>, <code>epochs: {epochs}</code>): an "
         "arm with more training volumes takes more optimizer steps, as in the paper. <code>real@matched</code>, when "
-        "present, trains the real cases alone for the steps of the largest arm of its split, seed and ratio: "
+        "present, trains the real cases alone for the steps of the largest arm of its split, seed, ratio and "
+        "training-data fraction: "
         "<code>real+&lt;generator&gt;</code> against it is the gain from the data at equal compute, and it against "
         "<code>real</code> the gain from the extra steps alone."
     ),
@@ -31,11 +32,15 @@ def budget_table(arms: pd.DataFrame) -> pd.DataFrame:
         arms: the studies' ``arm.json`` records (``StudyFrames.arms``); missing columns (older records) show as n/a.
 
     Returns:
-        Columns ``arm``, the counts of :data:`COUNTS`, ``volumes``, ``steps``, ``budget``.
+        Columns ``arm``, the counts of :data:`COUNTS`, ``volumes``, ``steps``, ``budget``; with a training-data
+        fraction other than 1 in the records (``segmentation.fractions``), ``fraction`` after ``arm``.
     """
     rows = []
+    fractions = pd.to_numeric(arms["fraction"], errors="coerce").fillna(1.0) if "fraction" in arms else None
     for arm, group in arms.groupby("arm", sort=False):
         row: dict = {"arm": arm}
+        if fractions is not None:
+            row["fraction"] = ", ".join(f"{f:g}" for f in sorted(fractions[group.index].unique()))
         for col in COUNTS:
             row[col] = _span(group[col]) if col in group else "n/a"
         total = group[[c for c in COUNTS if c in group]].fillna(0).sum(axis=1)
@@ -44,7 +49,9 @@ def budget_table(arms: pd.DataFrame) -> pd.DataFrame:
         row["budget"] = ", ".join(sorted(group["budget"].dropna().astype(str).unique())) if "budget" in group else "n/a"
         rows.append(row)
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["arm"] != "real", rows[i]["arm"]))
-    return pd.DataFrame([rows[i] for i in order], columns=["arm", *COUNTS, "volumes", "steps", "budget"])
+    several = fractions is not None and bool((fractions != 1.0).any())
+    columns = ["arm", *(["fraction"] if several else []), *COUNTS, "volumes", "steps", "budget"]
+    return pd.DataFrame([rows[i] for i in order], columns=columns)
 
 
 def budget_section(arms: pd.DataFrame) -> str:

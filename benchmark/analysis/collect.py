@@ -84,6 +84,7 @@ def print_summary(frames: StudyFrames) -> None:
 def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None = None) -> Path:
     """The self-contained HTML report in ``<study>/report.html``."""
     from benchmark.analysis.budget import budget_section
+    from benchmark.analysis.fractions import fraction_note, fraction_section
     from benchmark.analysis.report import build_report
 
     notes = [
@@ -99,12 +100,19 @@ def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None 
             "training volumes per arm (real / synthetic / augmented): "
             + "; ".join(f"{a}: {int(r.n_real)}/{int(r.n_synthetic)}/{int(r.n_augmented)}" for a, r in counts.iterrows())
         )
+    seg = frames.seg if not frames.seg.empty else None
+    sections = [("Training budget per arm", budget_section(frames.arms))]
+    html, _ = fraction_section(seg, study.root / "report_files")  # only with more than one fraction
+    if html:
+        sections.append(("Training-data fraction", html))
+        notes.append(fraction_note(seg))
     figures = {}
-    for png in sorted(study.root.glob("samples/split0/*/seed*/montage.png"))[:3]:
+    montages = [p for p in sorted(study.root.glob("samples/split0/*/seed*/montage.png")) if "@" not in p.parts[-2]]
+    for png in montages[:3]:  # not a training-data fraction's generator (seed<s>@f<f>)
         figures[f"real vs synthetic ({png.parts[-3]}, {png.parts[-2]})"] = png
     return build_report(
         study.root / "report.html",
-        seg_rows=frames.seg if not frames.seg.empty else None,
+        seg_rows=seg,
         quality_rows=frames.quality if not frames.quality.empty else None,
         split_sizes=frames.split_sizes,
         config_text=(study.root / "config.yaml").read_text(),
@@ -113,7 +121,7 @@ def write_study_report(study: Study, frames: StudyFrames, outcomes: dict | None 
         notes=notes,
         figures=figures,
         robust_rows=frames.robust if study.cfg.robustness.enabled or not frames.robust.empty else None,
-        sections=[("Training budget per arm", budget_section(frames.arms))],
+        sections=sections,
     )
 
 

@@ -30,10 +30,11 @@ def answer_lines(significance: pd.DataFrame | None) -> pd.DataFrame:
         significance: :func:`benchmark.analysis.significance.significance_table` output (any metrics).
 
     Returns:
-        Columns ``arm, metric, verdict, effect, ci_low, ci_high, mde, lucky, n_splits, unit, reason`` (Dice in
-        points, i.e. x100; HD95 in mm), arms in the table's order; empty when there is nothing pooled.
+        Columns ``arm, metric, verdict, effect, ci_low, ci_high, mde, lucky, n_splits, unit, reason, baseline``
+        (Dice in points, i.e. x100; HD95 in mm), arms in the table's order; empty when there is nothing pooled.
     """
-    cols = ["arm", "metric", "verdict", "effect", "ci_low", "ci_high", "mde", "lucky", "n_splits", "unit", "reason"]
+    cols = ["arm", "metric", "verdict", "effect", "ci_low", "ci_high", "mde", "lucky", "n_splits", "unit", "reason",
+            "baseline"]  # fmt: skip
     if significance is None or len(significance) == 0:
         return pd.DataFrame(columns=cols)
     out = []
@@ -41,7 +42,7 @@ def answer_lines(significance: pd.DataFrame | None) -> pd.DataFrame:
         scale, unit = _UNITS.get(str(r.metric), (1.0, ""))
         lucky = r.lucky_splits if pd.notna(r.lucky_splits) else np.nan
         out.append([r.arm, r.metric, r.verdict, r.mean_diff * scale, r.t_ci_low * scale, r.t_ci_high * scale,
-                    r.mde * scale, lucky, r.n_splits, unit, r.reason])  # fmt: skip
+                    r.mde * scale, lucky, r.n_splits, unit, r.reason, r.baseline])  # fmt: skip
     return pd.DataFrame(out, columns=cols)
 
 
@@ -79,8 +80,11 @@ def _claims_cell(line: pd.Series | None) -> str:
     return f'<td class="num nw{" lucky" if lonely else ""}">{_claims(line)}</td>'
 
 
-def _arm_row(arm: str, dice: pd.Series | None, hd95: pd.Series | None) -> str:
-    cells = [f'<td class="text nw"><b>{esc(arm)}</b></td>', _verdict_cell(dice)]
+def _arm_row(arm: str, dice: pd.Series | None, hd95: pd.Series | None, baseline: str) -> str:
+    line = dice if dice is not None else hd95
+    other = line is not None and str(line["baseline"]) != baseline  # a training-data fraction's own baseline
+    vs = f" <small>vs {esc(line['baseline'])}</small>" if other else ""
+    cells = [f'<td class="text nw"><b>{esc(arm)}</b>{vs}</td>', _verdict_cell(dice)]
     if dice is not None and np.isfinite(float(dice["effect"])):
         ci = f"[{_f(dice['ci_low'], sign=True)}, {_f(dice['ci_high'], sign=True)}]"
         ci = ci if np.isfinite(dice["ci_low"]) else ""
@@ -128,13 +132,21 @@ def _lines_html(lines: pd.DataFrame, baseline: str, alpha: float) -> str:
         "<th class=nw>MDE, points</th><th class=nw>single-split claims</th>"
         "<th class=text>HD95 verdict (difference, mm; MDE, mm; claims)</th></tr>"
     )
-    rows = "".join(_arm_row(a, by.get((a, "dice")), by.get((a, "hd95"))) for a in arms)
+    rows = "".join(_arm_row(a, by.get((a, "dice")), by.get((a, "hd95")), baseline) for a in arms)
+    own = (
+        f" (an arm trained on a fraction f of the training patients, <code>@f&lt;f&gt;</code>: than "
+        f"<code>{esc(baseline)}@f&lt;f&gt;</code>, and that one than <code>{esc(baseline)}</code>)"
+        if (lines["baseline"].astype(str) != baseline).any()
+        else ""
+    )
     return (
         f'<p class="answer">Does an arm\'s training data make the segmentation U-Net better than '
-        f"<code>{esc(baseline)}</code> alone? Dice over {n_splits} repeated splits: <b>{esc(_summary(dice))}</b>.</p>"
+        f"<code>{esc(baseline)}</code> alone{own}? Dice over {n_splits} repeated splits: "
+        f"<b>{esc(_summary(dice))}</b>.</p>"
         f'<table class="lines"><thead>{head}</thead><tbody>{rows}</tbody></table>'
         f'<p class="small">Verdict: Nadeau-Bengio corrected resampled t-test on the per-split mean differences, '
-        f"two-sided, Holm across arms, alpha = {alpha:g}; CI: the corrected t interval. MDE: the smallest true "
+        f"two-sided, Holm across arms{' of one training-data fraction' if own else ''}, alpha = {alpha:g}; "
+        "CI: the corrected t interval. MDE: the smallest true "
         f"difference this design detects with {POWER:.0%} power at the level alpha/m that Holm guarantees. "
         f"Single-split claims: splits on which a one-tailed paired Wilcoxon test alone (p &lt; {SINGLE_SPLIT_ALPHA:g},"
         " the one-split protocol) reports a gain; amber where the verdict across splits disagrees.</p>"

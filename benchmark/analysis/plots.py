@@ -143,8 +143,9 @@ def plot_forest(
     nrow = -(-len(arms) // ncol)
     width = min(12.6, 3.1 * ncol) / ncol  # inches per panel: the row fills the report's width
     fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, 2.3 * nrow), sharex=True, squeeze=False)
+    several = "baseline" in sig and sig["baseline"].nunique() > 1  # training-data fractions: name each baseline
     for ax, arm in zip(axes.flat, arms, strict=False):
-        _forest_panel(ax, sig[sig["arm"] == arm], scale)
+        _forest_panel(ax, sig[sig["arm"] == arm], scale, several)
     for ax in axes.flat[len(arms) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
@@ -157,7 +158,7 @@ _VERDICT_COLOURS = {"improves": "#22753f", "worse": "#b83232"}
 _LABELS = {"dice": "Dice", "hd95": "HD95"}
 
 
-def _forest_panel(ax: plt.Axes, rows: pd.DataFrame, scale: float) -> None:
+def _forest_panel(ax: plt.Axes, rows: pd.DataFrame, scale: float, vs: bool = False) -> None:
     splits = rows[rows["scope"] == "split"]
     pooled = rows[rows["scope"] == "pooled"].iloc[0] if (rows["scope"] == "pooled").any() else None
     y = np.arange(len(splits))[::-1] + 1.0
@@ -181,7 +182,8 @@ def _forest_panel(ax: plt.Axes, rows: pd.DataFrame, scale: float) -> None:
     ax.set_ylim(-0.7, len(splits) + 0.7)
     ax.tick_params(axis="x", labelsize=7.5)
     verdict = "" if pooled is None else f"\n{pooled.get('verdict', '')}"
-    ax.set_title(f"{rows['arm'].iloc[0]}{verdict}", fontsize=8.5)
+    against = f" vs {rows['baseline'].iloc[0]}" if vs else ""
+    ax.set_title(f"{rows['arm'].iloc[0]}{against}{verdict}", fontsize=8.5)
     ax.grid(axis="x", alpha=0.3)
 
 

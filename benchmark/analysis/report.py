@@ -19,10 +19,11 @@ from benchmark.analysis import plots
 from benchmark.analysis.headline import first_screen
 from benchmark.analysis.html_parts import CSS, esc, img, msg, num, table_html
 from benchmark.analysis.robustness import robustness_section
-from benchmark.analysis.significance import significance_table
+from benchmark.analysis.significance import main_baseline, significance_table
 from benchmark.analysis.tables import quality_notes, quality_table, segmentation_table, write_table
 from benchmark.atomic import write_text_atomic
 from benchmark.errors import DataError
+from benchmark.segmentation.fractions import split_suffix
 
 __all__ = ["LEAKY_PROTOCOLS", "build_report", "config_digest", "write_report"]
 
@@ -144,21 +145,35 @@ def _significance_section(significance: pd.DataFrame | None) -> str:
     split = significance[significance["scope"] == "split"]
     alpha = pooled["alpha"].dropna().iloc[0] if pooled["alpha"].notna().any() else float("nan")
     m = ", ".join(f"{k}: {v}" for k, v in pooled.groupby("metric", sort=False)["p_holm"].count().items())
+    base, several = main_baseline(significance), significance["baseline"].nunique() > 1
+    if several:  # a training-data fraction's arms against its own baseline (benchmark.analysis.significance)
+        fraction = pooled["arm"].map(lambda a: split_suffix(str(a))[1])
+        m = ", ".join(
+            f"{k} at {f:g}: {v}" for (k, f), v in pooled.groupby(["metric", fraction])["p_holm"].count().items()
+        )
+    against = (
+        f"Each arm against <code>{esc(base)}</code> at its own training-data fraction (column <code>baseline</code>:"
+        f" <code>{esc(base)}@f&lt;f&gt;</code> for an arm <code>@f&lt;f&gt;</code>, which itself is against "
+        f"<code>{esc(base)}</code>; same test cases)"
+        if several
+        else f"Each arm against <code>{esc(base)}</code>"
+    )
+    family = "of one training-data fraction " if several else ""
     parts = [
-        f"<p>Each arm against <code>{esc(pooled['baseline'].iloc[0])}</code>. Verdict: Nadeau-Bengio "
+        f"<p>{against}. Verdict: Nadeau-Bengio "
         "corrected resampled t-test on the per-split mean differences (two-sided), Holm step-down adjusted "
-        f"across all arms compared per metric (<code>p_holm</code>; m = {m} tested), at alpha = {alpha:g}. "
+        f"across all arms {family}compared per metric (<code>p_holm</code>; m = {m} tested), at alpha = {alpha:g}. "
         "<code>t_ci_low</code>/<code>t_ci_high</code>: the corrected t interval of the mean difference arm - "
         "baseline; <code>mde</code>: the minimum detectable effect (80% power, two-sided, at <code>mde_alpha</code>"
         " = alpha/m); <code>lucky_splits</code>: splits on which the one-split Wilcoxon test alone (p &lt; 0.05) "
         "claims a gain; <code>ci_low</code>/<code>ci_high</code>: a case-level bootstrap (95%, stratified by split), "
         "which ignores the variation between splits.</p>",
-        table_html(pooled[[c for c in _SIG_COLUMNS if c in pooled.columns]], 4),
+        table_html(pooled[[c for c in _columns(_SIG_COLUMNS, several) if c in pooled.columns]], 4),
     ]
     if len(split):
         parts.append("<h3>Within each split: paired one-sided Wilcoxon signed-rank test (arm better)</h3>")
-        parts.append("<p><code>wilcoxon_p_holm</code>: Holm-adjusted across arms within the split.</p>")
-        parts.append(table_html(split[[c for c in _SPLIT_COLUMNS if c in split.columns]], 4))
+        parts.append(f"<p><code>wilcoxon_p_holm</code>: Holm-adjusted across arms {family}within the split.</p>")
+        parts.append(table_html(split[[c for c in _columns(_SPLIT_COLUMNS, several) if c in split.columns]], 4))
     problems = significance[significance["reason"].fillna("").astype(str) != ""]
     # One message per distinct problem, naming every arm it hits, so a short split does not flood the page.
     for (metric, scope, split, reason), grp in problems.groupby(["metric", "scope", "split", "reason"], sort=False):
@@ -170,6 +185,11 @@ def _significance_section(significance: pd.DataFrame | None) -> str:
         if note:
             parts.append(f"<p><small>{esc(r.arm)} ({esc(r.metric)}): {esc(note)}</small></p>")
     return "\n".join(parts)
+
+
+def _columns(columns: list[str], baseline: bool) -> list[str]:
+    """``columns`` with ``baseline`` after ``arm`` when the arms have different baselines (training-data fractions)."""
+    return [columns[0], "baseline", *columns[1:]] if baseline else columns
 
 
 def _figures_section(figures: Mapping[str, str | Path] | None) -> str:
@@ -240,8 +260,7 @@ def write_report(
     ]
     if leaky:
         body.append(_LEAKY)
-    base = str(significance["baseline"].iloc[0]) if significance is not None and len(significance) else "real"
-    body.append(first_screen(significance, quality_summary, forest, baseline=base))
+    body.append(first_screen(significance, quality_summary, forest, baseline=main_baseline(significance)))
     body += [
         "<h2>Provenance</h2>",
         _provenance(config_text, manifest_digest, code_version, [seg_rows, quality_summary]),

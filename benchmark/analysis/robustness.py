@@ -2,11 +2,11 @@
 every shift with the main table's tests.
 
 Reads robustness rows (``benchmark.results.SHIFT_COLUMNS``: the per-case schema plus ``shift`` and ``severity``) and,
-for the clean point of each curve (severity 0), the study's segmentation rows of the same segmenters. For every
-shift and severity, :func:`benchmark.analysis.significance.significance_table` compares each arm with the baseline
-on the shifted cases (corrected resampled t-test across splits, Holm across the arms of that shift, severity and
-metric), so "synthetic data made the segmenter more robust to X" is read off the same kind of verdict as the main
-table's.
+for the clean point of each curve (severity 0), the study's segmentation rows of the same segmenters. For every shift
+and severity, :func:`benchmark.analysis.significance.significance_table` compares each arm with the baseline on the
+shifted cases (corrected resampled t-test across splits, Holm across the arms of that shift, severity, metric and
+training-data fraction; an arm at a fraction against the baseline at that fraction), so "synthetic data made the
+segmenter more robust to X" is read off the same kind of verdict as the main table's.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def shift_significance(
 
     Returns:
         ``significance_table``'s columns plus ``shift`` and ``severity`` (first), one block per shift, severity
-        and metric; Holm's family is the arms of one block.
+        and metric; Holm's family is the arms of one block and training-data fraction, each arm paired with the
+        baseline at its own fraction (``significance_table``).
     """
     rows = _require(robust_rows, ("shift", "severity", "arm", "metric", "value"), "robust_rows")
     rows = _numeric(rows)
@@ -195,9 +196,10 @@ def robustness_section(
     sig = shift_significance(robust_rows, split_sizes, baseline=baseline, alpha=alpha, arms=arms)
     pooled = sig[sig["scope"] == "pooled"]
     write_table(pooled[TABLE_COLUMNS], files / "robustness_significance")
+    own = " (an arm at a training-data fraction: at that fraction)" if pooled["baseline"].nunique() > 1 else ""
     parts = [
-        f"<p>Each arm against <code>{esc(baseline)}</code> on the shifted test sets (same corrected resampled t-test "
-        "as the main table, Holm across the arms of each shift, severity and metric, alpha "
+        f"<p>Each arm against <code>{esc(baseline)}</code>{own} on the shifted test sets (same corrected resampled "
+        "t-test as the main table, Holm across the arms of each shift, severity, metric and fraction, alpha "
         f"{alpha:g}). Dice differences in points, with the corrected t interval:</p>",
         "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in verdict_lines(sig)) + "</ul>",
     ]

@@ -4,6 +4,10 @@ For every arm the table holds one row per split (the paired one-sided Wilcoxon s
 values, the paper's test) and one pooled row (the Nadeau-Bengio corrected resampled t-test on the per-split mean
 differences, a case-level bootstrap CI, effect sizes, the Holm-adjusted p-value across arms and a verdict).
 An arm that cannot be tested still gets its rows, with a ``reason``; nothing is dropped silently.
+
+An arm trained on a fraction of each split's training patients (``<arm>@f<f>``, ``segmentation.fractions``) is
+compared with the baseline at the same fraction (``real@f<f>``, the same test cases), and the fraction's baseline
+itself with the full-data baseline; Holm's family is the arms of one fraction (:func:`baseline_of`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from scipy import stats as sps
 
 from benchmark import stats
 from benchmark.errors import DataError
+from benchmark.segmentation.fractions import split_suffix, suffix
 
-__all__ = ["COLUMNS", "LOWER_IS_BETTER", "POWER", "SINGLE_SPLIT_ALPHA", "normalise_split_sizes", "significance_table"]
+__all__ = [
+    "COLUMNS", "LOWER_IS_BETTER", "POWER", "SINGLE_SPLIT_ALPHA", "baseline_of", "main_baseline",
+    "normalise_split_sizes", "significance_table",
+]  # fmt: skip
 
 LOWER_IS_BETTER = frozenset({"hd95", "assd"})
 POWER = 0.8  # of the minimum detectable effect
@@ -62,6 +70,47 @@ def normalise_split_sizes(split_sizes: Any) -> dict[str, tuple[float, float]]:
             n_train, n_test = val
             out[str(key)] = (float(n_train), float(n_test))
     return out
+
+
+def baseline_of(arm: str, baseline: str = "real") -> str:
+    """The arm ``arm`` is compared with: ``baseline`` at the arm's training-data fraction.
+
+    ``real+x@r2@f0.5`` -> ``real@f0.5`` (the ratio changes only the synthetic count, so it keeps the plain baseline);
+    ``real@f0.5`` itself -> ``real`` (what the rest of the training patients give); a full-data arm -> ``baseline``.
+    A ``baseline`` that names a fraction itself is taken as given for every arm.
+
+    Args:
+        arm: the arm's name (folder), with its ``@r``/``@f`` parts.
+        baseline: the full-data reference arm.
+    """
+    if split_suffix(baseline)[1] != 1.0:
+        return baseline
+    own = baseline + suffix(split_suffix(arm)[1])
+    return baseline if arm == own else own
+
+
+def main_baseline(significance: pd.DataFrame | None, default: str = "real") -> str:
+    """The full-data baseline of a significance table (its arms at a fraction have ``<baseline>@f<f>``).
+
+    Args:
+        significance: :func:`significance_table` output (``baseline`` column), or None.
+        default: returned when the table is empty.
+    """
+    if significance is None or len(significance) == 0:
+        return default
+    names = [str(b) for b in pd.unique(significance["baseline"])]
+    return next((b for b in names if split_suffix(b)[1] == 1.0), names[0])
+
+
+def _family(arm: str) -> float:
+    """Holm's family of an arm: its training-data fraction (1.0 without an ``@f`` part)."""
+    return split_suffix(str(arm))[1]
+
+
+def _at_fraction(sizes: dict[str, tuple[float, float]], fraction: float) -> dict[str, tuple[float, float]]:
+    """Split sizes with ``n_train`` scaled by a training-data fraction: the corrected t-test's ``n_test/n_train``
+    is that of the segmenters compared (``real@f<f>`` against ``real``: the smaller, the more conservative)."""
+    return sizes if fraction == 1.0 else {k: (n_train * fraction, n_test) for k, (n_train, n_test) in sizes.items()}
 
 
 def _empty_row(arm: str, baseline: str, metric: str, scope: str, split: str, alpha: float) -> dict[str, Any]:
@@ -169,12 +218,14 @@ def _pooled_row(
 def _arm_rows(
     arm: str,
     rows: pd.DataFrame,
-    base_rows: pd.DataFrame,
     keys: list[str],
     sizes: dict[str, tuple[float, float]],
     opts: dict[str, Any],
 ) -> list[dict[str, Any]]:
     baseline, metric, alpha, min_pairs = opts["baseline"], opts["metric"], opts["alpha"], opts["min_pairs"]
+    baseline = baseline_of(arm, baseline)
+    base_rows = rows[rows["arm"] == baseline]
+    sizes = _at_fraction(sizes, _family(arm))
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     pooled = _empty_row(arm, baseline, metric, "pooled", "all", alpha)
     arm_rows = rows[rows["arm"] == arm]
@@ -216,11 +267,22 @@ def _split_sort_key(split: str) -> tuple[int, Any]:
 
 
 def _verdicts(table: pd.DataFrame, alpha: float, metric: str, sizes: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    pooled = table["scope"] == "pooled"
+    """Holm's adjustment, the verdicts, MDE and lucky splits; one Holm family per training-data fraction."""
+    family = table["arm"].map(_family)
+    for fraction in family.unique():
+        member = (family == fraction).to_numpy()
+        _family_verdicts(table, member, fraction, alpha, metric, _at_fraction(sizes, fraction))
+    return table
+
+
+def _family_verdicts(table: pd.DataFrame, member: np.ndarray, fraction: float, alpha: float, metric: str,
+                     sizes: dict[str, tuple[float, float]]) -> None:  # fmt: skip
+    pooled = member & (table["scope"] == "pooled").to_numpy()
     padj = stats.holm(table.loc[pooled, "t_p"].to_numpy(dtype=np.float64))
     table.loc[pooled, "p_holm"] = padj
     m = int(np.isfinite(padj).sum())
     better = "higher" if metric not in LOWER_IS_BETTER else "lower"
+    at = "" if fraction == 1.0 else f" at training-data fraction {fraction:g}"
     for idx in table.index[pooled]:
         p, mean = table.at[idx, "p_holm"], table.at[idx, "mean_diff"]
         _power_and_luck(table, idx, alpha / max(m, 1), -1.0 if better == "lower" else 1.0, sizes)
@@ -229,12 +291,12 @@ def _verdicts(table: pd.DataFrame, alpha: float, metric: str, sizes: dict[str, t
             continue
         improved = (mean > 0) == (better == "higher")
         table.at[idx, "verdict"] = ("improves" if improved else "worse") if p < alpha else "no evidence"
-        holm_note = f"Holm step-down over m={m} arm(s) on the two-sided corrected t p-values; {better} is better"
+        holm_note = f"Holm step-down over m={m} arm(s){at} on the two-sided corrected t p-values; {better} is better"
         table.at[idx, "note"] = "; ".join(n for n in (table.at[idx, "note"], holm_note) if n)
-    for split in table.loc[table["scope"] == "split", "split"].unique():
-        sel = (table["scope"] == "split") & (table["split"] == split)
+    split_rows = member & (table["scope"] == "split").to_numpy()
+    for split in table.loc[split_rows, "split"].unique():
+        sel = split_rows & (table["split"] == split).to_numpy()
         table.loc[sel, "wilcoxon_p_holm"] = stats.holm(table.loc[sel, "wilcoxon_p"].to_numpy(dtype=np.float64))
-    return table
 
 
 def _power_and_luck(table: pd.DataFrame, idx: Any, level: float, sign: float, sizes: dict) -> None:
@@ -269,20 +331,20 @@ def significance_table(
 ) -> pd.DataFrame:
     """Compare every arm with the baseline on per-case ``metric`` values.
 
-    Pairs are matched on ``(study, split, seed, case_id)`` and averaged over seeds per case (repeated seeds of one
-    case are not independent). For each arm and each split with at least ``min_pairs`` pairs: the paired
-    one-sided Wilcoxon signed-rank test "arm better than baseline" (:func:`benchmark.stats.wilcoxon_greater`),
-    Holm-adjusted across arms within the split (``wilcoxon_p_holm``). Pooled over those splits: the Nadeau-Bengio
-    corrected resampled t-test on the per-split mean differences with the mean ``n_test/n_train`` ratio
-    (``t_p`` two-sided, ``t_p_greater`` one-sided), a split-stratified case-level bootstrap CI of the mean
-    difference, Cohen's ``d_z`` and the rank-biserial correlation (positive = arm better), and ``p_holm``: the
-    Holm step-down adjustment of ``t_p`` over all arms tested. The verdict is "improves"/"worse" when
-    ``p_holm < alpha`` (direction from the sign of the mean difference), "no evidence" otherwise, and
-    "not tested" (with ``reason``) when the test could not run. Beside it: ``t_ci_low``/``t_ci_high``, the
-    ``1 - alpha`` corrected t interval of the mean difference; ``mde``, the minimum detectable effect at 80% power
-    of the two-sided corrected t-test at ``mde_alpha = alpha / m`` (m arms in the Holm family; see
-    :func:`benchmark.stats.min_detectable_effect`), a magnitude in the metric's units; and ``lucky_splits``, on
-    how many of the ``n_splits`` splits the one-split protocol (one-sided Wilcoxon, p < 0.05) claims a gain.
+    Pairs are matched on ``(study, split, seed, case_id)`` and averaged over seeds per case (repeated seeds of one case
+    are not independent). For each arm and each split with at least ``min_pairs`` pairs: the paired one-sided Wilcoxon
+    signed-rank test "arm better than baseline" (:func:`benchmark.stats.wilcoxon_greater`), Holm-adjusted across the
+    arms of one fraction within the split (``wilcoxon_p_holm``). Pooled over those splits: the Nadeau-Bengio corrected
+    resampled t-test on the per-split mean differences with the mean ``n_test/n_train`` ratio (``t_p`` two-sided,
+    ``t_p_greater`` one-sided), a split-stratified case-level bootstrap CI of the mean difference, Cohen's ``d_z`` and
+    the rank-biserial correlation (positive = arm better), and ``p_holm``: the Holm step-down adjustment of ``t_p`` over
+    the arms tested at the arm's training-data fraction. The verdict is "improves"/"worse" when ``p_holm < alpha``
+    (direction from the sign of the mean difference), "no evidence" otherwise, and "not tested" (with ``reason``) when
+    the test could not run. Beside it: ``t_ci_low``/``t_ci_high``, the ``1 - alpha`` corrected t interval of the mean
+    difference; ``mde``, the minimum detectable effect at 80% power of the two-sided corrected t-test at ``mde_alpha =
+    alpha / m`` (m arms in the Holm family; see :func:`benchmark.stats.min_detectable_effect`), a magnitude in the
+    metric's units; and ``lucky_splits``, on how many of the ``n_splits`` splits the one-split protocol (one-sided
+    Wilcoxon, p < 0.05) claims a gain.
 
     Args:
         seg_rows: per-case rows with columns ``split, arm, case_id, metric, value`` (``seed``, ``study`` and
@@ -290,7 +352,8 @@ def significance_table(
         split_sizes: train/test sizes per split (see :func:`normalise_split_sizes`).
         alpha: significance level of the verdict.
         metric: which metric to compare ("dice" is higher-better; "hd95" and "assd" lower-better).
-        baseline: the reference arm.
+        baseline: the reference arm at full data; an arm at a training-data fraction is compared with it at the
+            same fraction (``real@f0.5``), and that arm with ``baseline`` itself (:func:`baseline_of`).
         min_pairs: fewest paired cases for a split to be tested and pooled.
         arms: arms expected (e.g. from the study config); those without rows still get a row with a reason.
         n_boot: bootstrap replicates.
@@ -315,8 +378,7 @@ def significance_table(
         row = _empty_row("(none)", baseline, metric, "pooled", "all", alpha)
         row.update(verdict="not tested", reason=f"no per-case '{metric}' rows for any arm other than '{baseline}'")
         return pd.DataFrame([row], columns=COLUMNS)
-    base_rows = rows[rows["arm"] == baseline]
-    out = [r for arm in all_arms for r in _arm_rows(arm, rows, base_rows, keys, sizes, opts)]
+    out = [r for arm in all_arms for r in _arm_rows(arm, rows, keys, sizes, opts)]
     table = pd.DataFrame(out, columns=COLUMNS)
     table["df"] = table["df"].astype("Int64")
     table = _verdicts(table, alpha, metric, sizes)

@@ -29,6 +29,7 @@ from benchmark.run.kinds.scope_segmenter import job_params as segmenter_params
 from benchmark.run.submit import cancel_study, status_text
 from benchmark.segmentation.arms import expand_arms, named_generators, parse_arm, sample_copies
 from benchmark.segmentation.controls import check_protocol
+from benchmark.segmentation.fractions import generator_scope as gen_scope
 from benchmark.study import Study
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
@@ -133,8 +134,9 @@ def build_graph(cfg: StudyConfig, gens: list[str], n_splits: int, scope_of) -> l
     jobs: list[tuple[str, str, dict, tuple]] = []
     arms = expand_arms(cfg.segmentation.arms, gens)
     check_protocol(arms, cfg.splits.protocol)  # the oracle arm needs a pool: fail before any job runs
+    fractions = cfg.segmentation.fractions
     for seed in cfg.seeds:
-        scopes = sorted({scope_of(s) for s in range(n_splits)})
+        scopes = sorted({gen_scope(scope_of(s), f, cfg.splits.protocol) for s in range(n_splits) for f in fractions})
         for scope in scopes:
             made = set()  # a generator with a consistency loss depends on its scope's real-only segmenter
             for gen in gens:
@@ -145,18 +147,17 @@ def build_graph(cfg: StudyConfig, gens: list[str], n_splits: int, scope_of) -> l
                 jobs.append((run_name("generator", p), "generator", p, (p["segmenter"],) if "segmenter" in p else ()))
         for split in range(n_splits):
             real_key = None
-            for arm in arms:
-                for ratio in _ratios(cfg, arm):
-                    p = {"split": split, "seed": seed, "arm": arm, "ratio": ratio}
-                    gen = parse_arm(arm)[1]
-                    deps = (
-                        (run_name("generator", {"generator": gen, "scope": scope_of(split), "seed": seed}),)
-                        if gen
-                        else ()
-                    )
-                    key = run_name("segmentation", p)
-                    real_key = key if arm == "real" else real_key
-                    jobs.append((key, "segmentation", p, deps))
+            for fraction in fractions:  # 1.0 adds no parameter: a study without the axis keeps its keys and hashes
+                scope = gen_scope(scope_of(split), fraction, cfg.splits.protocol)
+                for arm in arms:
+                    for ratio in _ratios(cfg, arm):
+                        p = {"split": split, "seed": seed, "arm": arm, "ratio": ratio}
+                        p |= {"fraction": fraction} if fraction != 1.0 else {}
+                        gen = parse_arm(arm)[1]
+                        deps = (run_name("generator", {"generator": gen, "scope": scope, "seed": seed}),) if gen else ()
+                        key = run_name("segmentation", p)
+                        real_key = key if arm == "real" and fraction == 1.0 else real_key
+                        jobs.append((key, "segmentation", p, deps))
             for gen in gens:
                 p = {"generator": gen, "split": split, "seed": seed}
                 deps = (run_name("generator", {"generator": gen, "scope": scope_of(split), "seed": seed}),)

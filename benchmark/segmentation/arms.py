@@ -1,4 +1,4 @@
-"""Arms of the utility study and the leakage audit.
+"""Arms of the utility study (their leakage audit is in ``benchmark.segmentation.audit``).
 
 Every arm of a split is trained on its own list of volumes and evaluated on the same held-out real test cases:
 
@@ -19,8 +19,9 @@ Every arm of a split is trained on its own list of volumes and evaluated on the 
   own patient), so images and labels disagree; it must never come out as an improvement.
 
 A synthetic volume's segmentation target is the expert label of the real case whose label map conditioned it
-(``label_case_id`` of the negative control says otherwise). ``audit_arm`` checks an arm against its split before
-anything is trained; the draws of the two controls are in ``benchmark.segmentation.controls``.
+(``label_case_id`` of the negative control says otherwise). ``audit_arm`` (``benchmark.segmentation.audit``, also
+importable from here) checks an arm against its split before anything is trained; the draws of the two controls are in
+``benchmark.segmentation.controls``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from benchmark.config import AugmentConfig
 from benchmark.config.segmentation import MATCHED_ARM
 from benchmark.errors import ConfigError, DataError
 from benchmark.segmentation import controls
+from benchmark.segmentation.audit import AuditReport as AuditReport
+from benchmark.segmentation.audit import LeakageError as LeakageError
+from benchmark.segmentation.audit import audit_arm as audit_arm
 from benchmark.segmentation.augment import augment_pair, build_augment, control_config
 from benchmark.segmentation.model import make_target
 from benchmark.segmentation.samples import SAMPLES_FILE as SAMPLES_FILE
@@ -46,10 +50,6 @@ from benchmark.segmentation.samples import generator_command as generator_comman
 from benchmark.segmentation.samples import load_synth_index as load_synth_index
 
 ORIGINS = ("real", "real_extra", "synthetic", "augmented")
-
-
-class LeakageError(DataError):
-    """An arm's training data touches the split's test patients."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class ArmData:
     train_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
+    fraction: float = 1.0  # of the split's training patients (``train_ids`` holds only theirs)
 
     def count(self, origin: str) -> int:
         return sum(item.origin == origin for item in self.items)
@@ -110,12 +111,14 @@ class ArmData:
             "kind": self.kind,
             "generator": self.generator,
             "ratio": self.ratio,
+            "fraction": self.fraction,
             "seed": self.seed,
             "target": self.target,
             "n_real": self.n_real,
             "n_real_extra": self.n_real_extra,
             "n_synthetic": self.n_synthetic,
             "n_augmented": self.n_augmented,
+            "n_volumes": len(self.items),
             "n_test": len(self.test_ids),
             **self.provenance,
         }
@@ -317,81 +320,3 @@ def _augmented(real_items: list[ArmItem], n: int, cfg: AugmentConfig, rng: np.ra
         image, target = augment_pair(transform, src.image, src.target, rng)
         out.append(ArmItem(image, target.astype(np.uint8), "augmented", src.source_case_id))
     return out
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    """The outcome of ``audit_arm``: ``leaky`` is True only for the allowed ``shared`` protocol."""
-
-    arm: str
-    protocol: str | None
-    leaky: bool
-    message: str
-
-
-def audit_arm(arm_data: ArmData, split: Any, patients: Mapping[str, str] | None = None) -> AuditReport:
-    """Check an arm against its split; raise ``LeakageError`` on any leak of a test patient into training.
-
-    Args:
-        arm_data: the arm from ``build_arm``.
-        split: a ``benchmark.data.splits.Split`` (or anything with ``train_cases``, ``test_cases`` and
-            optionally ``train_patients`` / ``test_patients`` / ``index``).
-        patients: case id -> patient id of the study; needed to prove that the oracle's extra real scans come
-            from patients outside the split.
-
-    Returns:
-        An ``AuditReport``. Fails when a training item comes from (or is labelled by) a test case or a case
-        outside the split's training cases, except the oracle's extra real scans, which must come from patients
-        neither in the split's training nor in its test set, and only in ``real+real_extra``; when the arm's test
-        list differs from the split's; or when the generator's training ids include a test patient (allowed only
-        under the ``shared`` protocol, which is flagged leaky).
-    """
-    where = f"arm {arm_data.arm} of split {getattr(split, 'index', '?')}"
-    test = set(split.test_cases)
-    test_any = test | set(getattr(split, "test_patients", ()))
-    folder = arm_data.provenance.get("samples_folder") or f"<{arm_data.arm}>"
-    if set(arm_data.test_ids) != test:
-        raise LeakageError(folder, f"{where}: its test cases are not the split's test cases")
-    overlap = sorted(set(arm_data.train_ids) & test_any)
-    if overlap:
-        raise LeakageError(folder, f"{where}: test cases in its training list: {overlap[:5]}")
-    for item in arm_data.items:
-        _audit_item(item, arm_data.kind, split, test_any, patients, where, item.path or folder)
-    protocol = arm_data.provenance.get("protocol")
-    seen = sorted(set(arm_data.provenance.get("generator_train_ids") or ()) & test_any)
-    if seen and protocol != "shared":
-        raise LeakageError(
-            folder,
-            f"{where}: generator {arm_data.generator} was trained on test patients/cases {seen[:5]} "
-            f"(protocol {protocol!r}); only the 'shared' protocol may, and it is reported as leaky",
-        )
-    leaky = protocol == "shared"
-    msg = f"{where}: leaky (shared protocol; generator saw {len(seen)} test cases)" if leaky else f"{where}: clean"
-    return AuditReport(arm_data.arm, protocol, leaky, msg)
-
-
-def _audit_item(
-    item: ArmItem, kind: str, split: Any, test_any: set, patients: Mapping[str, str] | None, where: str, at: Any
-) -> None:
-    """One training item against its split (see ``audit_arm``)."""
-    train = set(split.train_cases)
-    for role, case in (("derived from", item.source_case_id), ("labelled by", item.target_case_id)):
-        if case in test_any:
-            raise LeakageError(at, f"{where}: {item.origin} training volume {role} test case {case}")
-        if case not in train and item.origin != "real_extra":
-            raise LeakageError(
-                at, f"{where}: {item.origin} training volume {role} {case}, which is not a training case of the split"
-            )
-    if item.origin != "real_extra":
-        return
-    case = item.source_case_id
-    if kind != controls.ORACLE:
-        raise LeakageError(at, f"{where}: real scan {case} from outside the split; only {controls.ORACLE} adds them")
-    patient = (patients or {}).get(case)
-    if patient is None:
-        raise LeakageError(
-            at, f"{where}: extra real scan {case} has no known patient: it cannot be shown to be outside"
-        )
-    for part in ("train", "test"):
-        if case in getattr(split, f"{part}_cases") or patient in getattr(split, f"{part}_patients", ()):
-            raise LeakageError(at, f"{where}: extra real scan {case} of patient {patient} is in the split's {part} set")

@@ -9,7 +9,8 @@ follows:
 - ``epochs``: ``epochs`` passes over each arm's own training volumes.
 
 Under ``epochs`` the control arm ``real@matched`` trains the real cases alone for as many steps as the largest arm of
-its split, seed and ratio, so that ``real+<generator>`` against ``real@matched`` is a gain from data at equal
+its split, seed, ratio and training-data fraction (``segmentation.fractions``: every count here is the
+fraction's), so that ``real+<generator>`` against ``real@matched`` is a gain from data at equal
 compute, and ``real@matched`` against ``real`` is what the extra steps alone give.
 """
 

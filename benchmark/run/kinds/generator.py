@@ -14,6 +14,7 @@ from benchmark.run.kinds.base import JobKind
 from benchmark.run.kinds.scope_segmenter import job_params as segmenter_params
 from benchmark.run.kinds.scope_segmenter import load_for_generator, needs_segmenter
 from benchmark.run.kinds.scope_segmenter import run_name as segmenter_run_name
+from benchmark.segmentation.fractions import split_suffix
 from benchmark.study import Study
 from benchmark.tracking.tracker import Tracker
 
@@ -34,8 +35,7 @@ def run_generator(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) 
     copies = int(p.get("copies", 1))
     check_copies(gen, cfg.generators[base], copies)  # before training: a deterministic generator cannot give them
     num_classes, maps = study.label_maps(scope, gen)
-    split = int(scope.removeprefix("split")) if scope.startswith("split") else None
-    train_ids = list(study.plan.generator_train_cases(split))
+    train_ids = list(study.scope_train_cases(scope, seed))  # a fraction scope: the fraction's patients only
     segmenter = None
     if needs_segmenter(cfg, gen):  # before anything trains: a missing segmenter names the job that makes it
         segmenter = load_for_generator(study, run_name(p), scope, seed, tuple(train_ids))
@@ -58,7 +58,9 @@ def run_generator(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) 
     tags = generator.tags()
     tracker.set_tags(tags)  # e.g. perceptual=off when no MedicalNet weights were given
     served = study.scope_splits(scope)
-    ids = sorted(set().union(*(study.plan.splits[k].train_cases for k in served)))
+    fraction = split_suffix(scope)[1]
+    cases = {k: study.plan.splits[k].train_cases if fraction == 1.0 else tuple(train_ids) for k in served}
+    ids = sorted(set().union(*cases.values()))
     every = out / "samples_all"  # each label map is sampled once (or `copies` times), whichever splits it serves
     sample_to_disk(
         generator,
@@ -72,8 +74,8 @@ def run_generator(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) 
         copies=copies,
     )
     for k in served:
-        folder = study.samples_dir(gen, k, seed)
-        _link_samples(every, folder, study.plan.splits[k].train_cases)
+        folder = study.samples_dir(gen, k, seed, fraction)
+        _link_samples(every, folder, cases[k])
         _annotate_samples(folder, study, scope, k, train_ids)
     if (every / "montage.png").is_file():
         tracker.log_artifact(every / "montage.png", "montage")
@@ -125,7 +127,7 @@ def job_params(cfg: StudyConfig, gen: str, scope: str, seed: int) -> dict[str, A
     Args:
         cfg: the ``StudyConfig``.
         gen: the study's generator name.
-        scope: the training scope (``pool``, ``split<k>``, ``all``).
+        scope: the training scope (``pool``, ``split<k>``, ``split<k>@f<f>`` (a fraction, per_split), ``all``).
         seed: the job's seed.
     """
     from benchmark.segmentation.arms import sample_copies

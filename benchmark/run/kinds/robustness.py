@@ -48,7 +48,8 @@ def shift_params(cfg: StudyConfig, seg_params: dict[str, Any], family: str) -> d
 
 
 def robustness_jobs(cfg: StudyConfig, graph: Graph) -> Graph:
-    """One robustness job per segmentation job of ``graph`` and shift family, depending on that job.
+    """One robustness job per segmentation job of ``graph`` and shift family, depending on that job; only the
+    full-data segmentation jobs (no ``fraction`` parameter) unless ``robustness.all_fractions``.
 
     Args:
         cfg: the study config; nothing is added unless ``robustness.enabled``.
@@ -67,7 +68,8 @@ def robustness_jobs(cfg: StudyConfig, graph: Graph) -> Graph:
     jobs = []
     for family in cfg.robustness.families:
         for key, kind, params, _ in graph:
-            if kind == "segmentation":
+            full = params.get("fraction", 1.0) == 1.0  # segmentation.fractions: the cost of every fraction is opt-in
+            if kind == "segmentation" and (full or cfg.robustness.all_fractions):
                 p = shift_params(cfg, params, family)
                 jobs.append((run_name(p), "robustness", p, (key,)))
     return jobs

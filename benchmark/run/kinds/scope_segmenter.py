@@ -53,16 +53,22 @@ def run_name(p: dict[str, Any]) -> str:
 
 def make_command(scope: str, seed: int) -> str:
     """The command that trains the real-only segmenter of ``scope`` (any split of a pool or shared scope)."""
-    split = scope.removeprefix("split") if scope.startswith("split") else "0"
+    from benchmark.segmentation.fractions import split_suffix
+
+    base, fraction = split_suffix(scope)
+    split = base.removeprefix("split") if base.startswith("split") else "0"
+    if fraction != 1.0:
+        return f"the sweep with {fraction:g} in segmentation.fractions (it trains segmenter/{scope}/seed{seed})"
     return f"python launchers/train_segmenter.py --generator-scope --split {split} --seed {seed}"
 
 
-def scope_cases(study: Study, scope: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+def scope_cases(study: Study, scope: str, seed: int = 0) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
     """The audit: the scope's training cases, the cases held out from them, and whether the scope is leaky.
 
     Args:
         study: the prepared study.
-        scope: ``pool``, ``split<k>`` or ``all``.
+        scope: ``pool``, ``split<k>``, ``split<k>@f<f>`` (a training-data fraction under per_split) or ``all``.
+        seed: the job's seed (it chooses a fraction's patients).
 
     Returns:
         ``(train, held_out, leaky)``: the generators' training cases; the test cases of the splits the scope serves
@@ -72,8 +78,8 @@ def scope_cases(study: Study, scope: str) -> tuple[tuple[str, ...], tuple[str, .
     from benchmark.segmentation.arms import LeakageError
 
     plan = study.plan
-    train = plan.generator_train_cases(int(scope.removeprefix("split")) if scope.startswith("split") else None)
-    patients = {c: pid for pid, cases in study.manifest.patients().items() for c in cases}
+    train = study.scope_train_cases(scope, seed)
+    patients = study.patient_of
     served = [plan.splits[k] for k in study.scope_splits(scope)]
     tested = {c for s in served for c in s.test_cases}
     test_patients = {p for s in served for p in s.test_patients} | {patients.get(c, c) for c in tested}
@@ -96,7 +102,7 @@ def run_scope_segmenter(study: Study, p: dict[str, Any], out: Path, tracker: Tra
 
     cfg, scope, seed = study.cfg, p["scope"], int(p["seed"])
     seg_cfg = segmenter_config(cfg)
-    train, held, leaky = scope_cases(study, scope)
+    train, held, leaky = scope_cases(study, scope, seed)
     tracker.set_tags({"scope": scope, "target": seg_cfg.target, "leaky": str(leaky).lower()})
     arrays = study.arrays
     data = build_arm("real", train, held, {c: (arrays[c].image, arrays[c].label) for c in train}, {}, seed=seed)

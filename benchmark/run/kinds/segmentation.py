@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.run.kinds.base import JobKind
+from benchmark.segmentation.fractions import suffix
 from benchmark.study import Study
 from benchmark.tracking.tracker import Tracker
 
 
 def arm_folder(p: dict[str, Any]) -> str:
-    """The arm's folder and run-name part: the arm, with ``@r<ratio>`` when the ratio is not 1."""
+    """The arm's folder and run-name part: the arm, with ``@r<ratio>`` when the ratio is not 1 and ``@f<fraction>``
+    when the training-data fraction is not 1 (``benchmark.segmentation.fractions``)."""
     ratio = p.get("ratio", 1.0)
-    return p["arm"] + (f"@r{ratio:g}" if ratio != 1.0 else "")
+    return p["arm"] + (f"@r{ratio:g}" if ratio != 1.0 else "") + suffix(p.get("fraction", 1.0))
 
 
 def run_name(p: dict[str, Any]) -> str:
@@ -26,7 +28,7 @@ def assemble_arm(study: Study, p: dict[str, Any]) -> tuple[Any, Any]:
 
     Args:
         study: the prepared study (its arrays, splits and patients).
-        p: the job's parameters: ``split``, ``seed``, ``arm``, ``ratio``.
+        p: the job's parameters: ``split``, ``seed``, ``arm``, ``ratio``, ``fraction`` (absent: 1.0).
 
     Returns:
         ``(ArmData, AuditReport)``; a leak raises ``LeakageError``.
@@ -35,27 +37,33 @@ def assemble_arm(study: Study, p: dict[str, Any]) -> tuple[Any, Any]:
     from benchmark.segmentation.controls import ORACLE, outside_cases
 
     cfg, split, seed, arm = study.cfg, int(p["split"]), int(p["seed"]), p["arm"]
+    fraction = float(p.get("fraction", 1.0))
     s = study.plan.splits[split]
+    train = study.fraction_cases(split, seed, fraction)  # the split's training cases at 1.0
     arrays = study.arrays
     kind, gen = parse_arm(arm)
     synth = {}
-    if gen:
-        synth[gen] = load_synth_index(study.samples_dir(gen, split, seed), generator=gen, split=split, seed=seed)
-    patients = {c: pid for pid, cases in study.manifest.patients().items() for c in cases}
+    if gen:  # under per_split a fraction below 1 has its own generator, trained on the fraction's patients
+        own = fraction if study.plan.protocol == "per_split" else 1.0
+        folder = study.samples_dir(gen, split, seed, own)
+        synth[gen] = load_synth_index(folder, generator=gen, split=split, seed=seed)
+    patients = study.patient_of
     extra = outside_cases(s, patients) if kind == ORACLE else ()
-    real = {c: (arrays[c].image, arrays[c].label) for c in (*s.train_cases, *extra)}
+    real = {c: (arrays[c].image, arrays[c].label) for c in (*train, *extra)}
     data = build_arm(
-        arm, s.train_cases, s.test_cases, real, synth, float(p["ratio"]), seed,
+        arm, train, s.test_cases, real, synth, float(p["ratio"]), seed,
         target=cfg.segmentation.target, augment=cfg.segmentation.augment, split=split, extra_ids=extra,
         patients=patients, protocol=study.plan.protocol,
     )  # fmt: skip
+    data.fraction = fraction
+    data.provenance["n_train_patients"] = len({patients.get(c, c) for c in train})
     return data, audit_arm(data, s, patients)
 
 
 def run_segmentation(study: Study, p: dict[str, Any], out: Path, tracker: Tracker) -> dict[str, Any]:
     """Train and evaluate one arm of one split; per-case rows go to ``per_case.csv`` (``benchmark.results``).
 
-    ``real@matched`` trains for the steps of the largest arm of its split, seed and ratio
+    ``real@matched`` trains for the steps of the largest arm of its split, seed, ratio and fraction
     (``benchmark.segmentation.budget``).
     """
     from benchmark.segmentation.budget import MATCHED_ARM, largest_arm_volumes
@@ -80,6 +88,7 @@ def run_segmentation(study: Study, p: dict[str, Any], out: Path, tracker: Tracke
         "n_real_extra": data.n_real_extra,
         "n_synthetic": data.n_synthetic,
         "n_augmented": data.n_augmented,
+        **({"fraction": data.fraction, "n_volumes": len(data.items)} if data.fraction != 1.0 else {}),
         "mean_dice": float(dice.mean()) if len(dice) else float("nan"),
     }
 
