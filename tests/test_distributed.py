@@ -355,3 +355,49 @@ def test_two_rank_generator_job_trains_the_one_rank_epochs_and_writes_once(tmp_p
     runs = MlflowClient(uri).search_runs([exp])
     assert [(r.info.run_name, r.info.status) for r in runs] == [(spec.key, "FINISHED")]
     assert runs[0].data.tags["world_size"] == "2" and runs[0].data.tags["steps_per_rank.gan"] == "2"
+
+
+FOLLOW_WORKER = textwrap.dedent(
+    """
+    import dataclasses, json, os, pickle, sys
+    import benchmark.run.job as job
+    from benchmark.engine import distributed
+    from benchmark.run import kinds
+
+    out, rank = sys.argv[1], int(os.environ["RANK"])
+    seen = {"trained": 0}
+    # rank 0 finds the job done (another attempt finished it); rank 1 looked before that and did not
+    job.done_summary = lambda spec, study: {"key": spec.key, "from": "done.json"} if rank == 0 else None
+    real = kinds.get_kind("generator")
+
+    def body(*args, **kwargs):
+        seen["trained"] += 1  # a rank training alone would wait on its group for ever
+        return {}
+
+    job.get_kind = lambda name: dataclasses.replace(real, body=body)
+    with open(f"{out}/spec.pkl", "rb") as fh:
+        summary = job.execute(pickle.load(fh))
+    distributed.cleanup()
+    with open(f"{out}/rank{rank}.json", "w") as fh:
+        json.dump({**seen, "summary": summary}, fh, default=str)
+    """
+)
+
+
+def test_every_rank_follows_rank_0s_look_at_done_json(tmp_path):
+    import pickle
+
+    from study_fixtures import tiny_study_overrides
+
+    from benchmark.config import load_config, to_dict
+    from benchmark.run.job import JobSpec, job_hash, run_name
+
+    cfg = load_config(REPO / "configs" / "default.yaml", tiny_study_overrides(tmp_path / "out"))
+    params = {"generator": "pix2pix3d", "seed": 0, "scope": "pool"}
+    spec = JobSpec("generator", run_name("generator", params), params, to_dict(cfg), None, None, None,
+                   job_hash(cfg, "generator", params))  # fmt: skip
+    (tmp_path / "spec.pkl").write_bytes(pickle.dumps(spec))
+    ranks = _two_ranks(FOLLOW_WORKER, tmp_path, timeout=120)
+    assert [r["trained"] for r in ranks] == [0, 0]
+    assert ranks[0]["summary"] == {"key": spec.key, "from": "done.json"}
+    assert ranks[1]["summary"] == {"key": spec.key, "rank": 1}

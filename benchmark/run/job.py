@@ -65,6 +65,8 @@ def job_hash(cfg: StudyConfig, kind: str, params: dict[str, Any]) -> str:
     """Hash of what a job's result depends on: its config sections, its generator's section and its parameters."""
     d = to_dict(cfg)
     parts = {k: d[k] for k in get_kind(kind).sections}
+    if "fractions" in parts.get("segmentation", {}):  # a job's own fraction is in its params
+        parts["segmentation"] = {k: v for k, v in parts["segmentation"].items() if k != "fractions"}
     gen = params.get("generator") or (parse_arm(params["arm"])[1] if "arm" in params else None)
     if gen:
         parts["generator"] = d["generators"][gen.partition("@")[0]]  # a variant (name@variant) hashes its name too
@@ -167,6 +169,8 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     holder = f"{spec.key} attempt {spec.attempt}" + (f" (Slurm job {slurm_job_id()})" if slurm_job_id() else "")
     with claim_folder(out, holder):
         done = done_summary(spec, study)
+        if get_kind(spec.kind).trains and launcher_world_size() > 1:
+            _rank0_decides(study, done is not None)
         if done is not None:
             logging.getLogger(__name__).info("%s: already finished by another attempt", spec.key)
             return done
@@ -187,9 +191,38 @@ def _follow(spec: JobSpec, study: Study, out: Path, rank: int) -> dict[str, Any]
     and writes nothing: no MLflow run, no config, no samples or rows, no ``done.json``. A kind that trains nothing
     has nothing to share, so such a rank returns at once."""
     kind = get_kind(spec.kind)
-    if not kind.trains or done_summary(spec, study) is not None:  # rank 0 returns at once too: no group to join
+    if not kind.trains or _rank0_decides(study, False):  # rank 0 returns at once too
         return {"key": spec.key, "rank": rank}
     return {"key": spec.key, "rank": rank, **kind.body(study, spec.params, out, NullTracker())}
+
+
+def launcher_world_size() -> int:
+    """The job's number of ranks as its launcher set it (the process group does not exist yet)."""
+    from benchmark.engine.distributed import detect_env
+
+    return detect_env().world_size
+
+
+def _rank0_decides(study: Study, done: bool) -> bool:
+    """Every rank of a multi-rank training job follows rank 0's decision, taken under the folder claim: ``True``
+    when the job is already done (all ranks return), ``False`` when it runs (all ranks train). A rank's own look at
+    ``done.json`` could differ from rank 0's (another attempt finishing in between), and a rank that trains alone
+    waits on its group forever. Broadcast over the job's process group, which the engine's ``fit`` then reuses.
+
+    Args:
+        study: the job's study (its ``device`` picks the group's backend, as ``fit`` does).
+        done: rank 0's decision (ignored on the other ranks).
+    """
+    import torch
+
+    from benchmark.engine import distributed
+    from benchmark.engine.device import resolve_device
+
+    device = resolve_device(study.cfg.device)
+    distributed.init_distributed("nccl" if device.type == "cuda" else "gloo")
+    flag = torch.tensor([1.0 if done else 0.0], device=device)
+    distributed.broadcast_(flag, src=0)
+    return bool(flag.item())
 
 
 def _run(spec: JobSpec, study: Study, out: Path) -> dict[str, Any]:
