@@ -289,6 +289,21 @@ class DeepSpeedContext(_Context):
             self.engines[name] = engine
         self.grad_on = dict.fromkeys(self.nets, True)
         self._handles = {name: _Handle(self, name) for name in self.engines}
+        # fp16: DeepSpeed's torch_autocast mode scales the loss with a torch GradScaler (the engine's under ZeRO-0,
+        # the ZeRO optimizer's under 1-2), which skips an update with inf/NaN gradients: such a step is skipped and
+        # counted as in the torch engine, not fatal
+        # (DeepSpeed's autocast set-up is process-global: an fp32 run after an fp16 one in the same process finds a
+        # scaler too, which must not make its non-finite losses skippable)
+        fp16 = train.precision == "fp16"
+        self.scalers = {n: s for n in self.engines if fp16 and (s := self._scaler(n)) is not None}
+        self.skipped = dict.fromkeys(self.scalers, 0)
+        self.skips_nonfinite = bool(self.scalers)
+
+    def _scaler(self, name: str) -> Any:
+        engine = self.engines[name]
+        return getattr(engine, "torch_autocast_z0_gradscaler", None) or getattr(
+            engine.optimizer, "torch_autocast_gradscaler", None
+        )
 
     def module(self, name: str) -> Any:
         return self._handles.get(name, self.nets[name])
@@ -300,14 +315,24 @@ class DeepSpeedContext(_Context):
     def backward(self, name: str, loss: torch.Tensor) -> None:
         self.engines[name].backward(loss)
 
+    def penalty_grad(self, name: str, output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return penalty_grad(self.scalers.get(name), output, inputs)
+
     def optimizer_step(self, name: str) -> None:
-        self.engines[name].step()
+        engine, scaler = self.engines[name], self.scalers.get(name)
+        before = (engine.skipped_steps, scaler.get_scale() if scaler is not None else None)
+        engine.step()
+        # a skip shows as DeepSpeed's count (ZeRO's overflow check) or as a lowered scale (ZeRO-0's GradScaler)
+        if scaler is not None and (engine.skipped_steps > before[0] or scaler.get_scale() < before[1]):
+            self.skipped[name] += 1
 
     def save_state(self, folder: Path) -> dict[str, Any]:
         for name, engine in self.engines.items():
             engine.save_checkpoint(str(folder), tag=name, save_latest=False)
         frozen = {n: net.state_dict() for n, net in self.nets.items() if n not in self.engines}
-        return {"networks": frozen}
+        # the fp16 scalers' state is kept here too, whether or not DeepSpeed's own checkpoint holds it
+        scalers = {n: sc.state_dict() for n, sc in self.scalers.items()}
+        return {"networks": frozen, "scalers": scalers, "skipped": dict(self.skipped)}
 
     def load_state(self, folder: Path, state: dict[str, Any]) -> None:
         for name, engine in self.engines.items():
@@ -318,3 +343,7 @@ class DeepSpeedContext(_Context):
                 raise CheckpointError(folder / name, "DeepSpeed found no checkpoint for this network")
         for n, sd in state["networks"].items():
             self.nets[n].load_state_dict(sd)
+        for n, sd in state.get("scalers", {}).items():
+            if n in self.scalers:
+                self.scalers[n].load_state_dict(sd)
+        self.skipped.update({n: int(c) for n, c in state.get("skipped", {}).items() if n in self.skipped})

@@ -165,8 +165,10 @@ def toy_batch_fn(step: int, rng: np.random.Generator) -> dict[str, torch.Tensor]
     return {"x": x, "y": x.sum(dim=1, keepdim=True).tanh()}
 
 
-def test_fp16_skips_and_counts_a_non_finite_step(tmp_path):
-    train = TrainConfig(engine="torch", precision="fp16", batch_size=4, log_every=1, checkpoint_every=0, prefetch=0)
+@pytest.mark.parametrize("engine,zero", [("torch", None), ("deepspeed", 0), ("deepspeed", 2)])
+def test_fp16_skips_and_counts_a_non_finite_step(tmp_path, engine, zero):
+    train = TrainConfig(engine=engine, zero_stage=zero, precision="fp16", batch_size=4, log_every=1,
+                        checkpoint_every=0, prefetch=0)  # fmt: skip
     model = Toy(steps=5, nan_at=(2,))
     result = fit(model, toy_batch_fn, train=train, out_dir=tmp_path, seed=0)
     assert result.steps == 5 and result.nonfinite_steps == 1
