@@ -33,6 +33,7 @@ class _Context:
     """What both back-ends share: devices, the per-step generator, freezing."""
 
     kind = "base"
+    ranks = 1  # set by the engine for a multi-rank job (``StepContext.ranks``)
     skips_nonfinite = False  # whether a step with a non-finite loss is skipped (fp16 scalers) rather than fatal
 
     def __init__(self, model: Trainable, steps_per_net: dict[str, int], device: torch.device):

@@ -37,6 +37,9 @@ class StepContext(Protocol):
 
     device: torch.device
     step: int  # global step within the current stage, starting at 0
+    # ranks sharing the stage's work: step k on each of N ranks stands for step k x N of a one-rank run (warm-ups and
+    # other step-counted settings are given for one rank)
+    ranks: int
     generator: torch.Generator  # per-rank seeded RNG on ``device`` for noise, timesteps, dropout of masks
 
     def module(self, name: str) -> nn.Module:

@@ -129,11 +129,12 @@ def _make_context(model: Trainable, stages: list[Stage], train: TrainConfig, dev
     for stage in stages:
         for name in stage.networks:
             steps_per_net[name] = steps_per_net.get(name, 0) + stage.steps
-    if train.engine == "deepspeed":
-        return DeepSpeedContext(model, steps_per_net, train, device, world)
-    if train.engine == "torch":
-        return TorchContext(model, steps_per_net, train, device, world)
-    raise ConfigError(f"train.engine: {train.engine!r} is not one of 'torch', 'deepspeed'")
+    if train.engine not in ("torch", "deepspeed"):
+        raise ConfigError(f"train.engine: {train.engine!r} is not one of 'torch', 'deepspeed'")
+    backend = DeepSpeedContext if train.engine == "deepspeed" else TorchContext
+    ctx = backend(model, steps_per_net, train, device, world)
+    ctx.ranks = world
+    return ctx
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

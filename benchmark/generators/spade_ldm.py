@@ -206,11 +206,12 @@ class SpadeLdm(Generator):
             (image.shape[0], cfg.latent_channels, *self.latent_shape), generator=ctx.generator, device=ctx.device
         )
         recon, mu, sigma = ae(image, seg, noise)
-        adversarial = ctx.step >= cfg.adv_warmup and cfg.adv_weight > 0
+        done = ctx.step * ctx.ranks  # the warm-ups count the steps of a one-rank run
+        adversarial = done >= cfg.adv_warmup and cfg.adv_weight > 0
         zero = image.new_zeros(())
         loss_d, r1 = zero, zero
         if adversarial:
-            use_r1 = ctx.step >= cfg.r1_warmup and cfg.r1_gamma > 0
+            use_r1 = done >= cfg.r1_warmup and cfg.r1_gamma > 0
             real = image.detach().requires_grad_(use_r1)
             # the R1 gradient is taken with autograd.grad, which an engine wrapper's backward hooks (DeepSpeed
             # ZeRO) would mistake for the end of a backward pass: the real branch then runs on the plain module

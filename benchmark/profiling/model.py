@@ -154,7 +154,7 @@ class _BareContext:
     """A plain PyTorch ``StepContext`` for the reference loop: the model's optimizers, nothing else."""
 
     def __init__(self, model: Any, stage: Any, device: torch.device, precision: str, total: int, flags: dict):
-        self.device, self.step = device, 0
+        self.device, self.step, self.ranks = device, 0, 1
         self.generator = torch.Generator(device=device)
         self.nets = model.networks
         self._flags = flags  # requires_grad as the model built it (earlier stages froze other networks since)

@@ -13,7 +13,7 @@ class RecordingContext:
     """``events``: one ``(network, reached, frozen)`` per backward; ``reached``/``frozen`` map network -> bool."""
 
     def __init__(self, model, stage, seed: int = 0):
-        self.model, self.device, self.step = model, torch.device("cpu"), 0
+        self.model, self.device, self.step, self.ranks = model, torch.device("cpu"), 0, 1
         self.generator = torch.Generator().manual_seed(seed)
         self.opts, self.events = {}, []
         for name, net in model.networks.items():

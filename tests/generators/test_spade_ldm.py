@@ -119,6 +119,17 @@ def test_autoencoder_stage_trains_autoencoder_and_discriminator_with_r1():
     assert all(torch.isfinite(v) for v in second.values())
 
 
+@pytest.mark.parametrize("ranks,starts", [(1, False), (2, True)])
+def test_warm_ups_count_the_steps_of_a_one_rank_run(ranks, starts):
+    model = _model(r1_warmup=4, adv_warmup=4)  # step 2 on each of 2 ranks is step 4 of a one-rank run
+    stage = model.stages()[0]
+    ctx = RecordingContext(model, stage)
+    ctx.step, ctx.ranks = 2, ranks
+    losses = model.train_step(ctx, stage, _batch())
+    assert (losses["r1"].item() > 0) is starts
+    assert ("discriminator" in [e[0] for e in ctx.events]) is starts
+
+
 def test_latent_scale_is_measured_once_and_checkpointed():
     model = build(SpadeLdmConfig.tiny(), NUM_CLASSES, SHAPE)
     stage = model.stages()[1]
