@@ -39,6 +39,10 @@ from benchmark.profiling.model import PEAKS_FILE, PrecisionCtx, _BareContext, bu
 from benchmark.profiling.model import peak_dtype as peak_keys
 
 CONTEXT_BYTES = int(0.5 * 2**30)
+# fp16/bf16 stages are measured by an fp32 CPU step: CPU autocast runs 5-55x slower than fp32 here (the paper's
+# SPADE-LDM autoencoder step did not finish in 10 min) and its op lists are not CUDA's; the activations of a
+# half-precision step are taken as half of fp32's (an estimate: norms and losses stay fp32 under autocast)
+HALF_ACTIVATIONS = 0.5
 FRAGMENTATION = 1.15
 DEFAULT_MFU = 0.3
 GIB = 2**30
@@ -75,7 +79,9 @@ class StageCost:
     @property
     def method(self) -> str:
         scale = math.prod(self.shape) / math.prod(self.shape_measured)
-        return f"CPU step at {'x'.join(map(str, self.shape_measured))}, x{scale:g} in voxels"
+        half = f", fp32 step, activations x{HALF_ACTIVATIONS:g} for {self.precision}"
+        at = f"CPU step at {'x'.join(map(str, self.shape_measured))}, x{scale:g} in voxels"
+        return at if self.precision == "fp32" else at + half
 
 
 def reduced_shape(shape: tuple[int, ...], divisor: int = 4, floor: int = 32, keep: int = 64) -> tuple[int, ...]:
@@ -145,7 +151,8 @@ def model_costs(
         cfg: the study config (the model's section).
         shape: the volume (or patch) the job trains on.
         batch: per-rank batch.
-        precision: ``fp32``, ``fp16`` or ``bf16`` (CPU autocast during the measured step).
+        precision: ``fp32``, ``fp16`` or ``bf16``; the measured step runs in fp32 and a half-precision stage's
+            activations are scaled by ``HALF_ACTIVATIONS``.
         measured: the reduced shape the step runs at (``reduced_shape``).
     """
     point = SimpleNamespace(
@@ -156,12 +163,13 @@ def model_costs(
     torch.manual_seed(0)
     small, classes, _ = build_model(point, cfg)
     batch_t = memory_batch(point, classes)
-    amp = PrecisionCtx(torch.device("cpu"), precision)
+    amp = PrecisionCtx(torch.device("cpu"), "fp32")
     flags = {n: [p.requires_grad for p in net.parameters()] for n, net in small.networks.items()}
     scale = math.prod(shape) / math.prod(measured)
+    act_scale = scale * (1.0 if precision == "fp32" else HALF_ACTIVATIONS)
     out = []
     for stage in small.stages():
-        ctx = _BareContext(small, stage, torch.device("cpu"), precision, 10, flags)
+        ctx = _BareContext(small, stage, torch.device("cpu"), "fp32", 10, flags)
 
         def step(ctx=ctx, stage=stage) -> None:
             with amp():
@@ -178,7 +186,7 @@ def model_costs(
         act = max(0, peak_bytes(step) - grads)
         out.append(StageCost(
             model=model, stage=stage.name, networks=tuple(stage.networks), params_all=sum(sizes.values()),
-            params_stage=sum(sizes[n] for n in stage.networks), flops=flops * scale, activation_bytes=act * scale,
+            params_stage=sum(sizes[n] for n in stage.networks), flops=flops * scale, activation_bytes=act * act_scale,
             shape=tuple(shape), shape_measured=tuple(measured), batch=batch, precision=precision,
             config_steps=stage.steps,
         ))  # fmt: skip

@@ -141,7 +141,9 @@ def _loader_columns(row: dict, workers: int, timed: tuple[float, str], cost: Sta
     rate, steps = 1.0 / max(timed[0], 1e-9), 1.0 / step_s
     row["loader workers"], row["samples/s/worker"], row["steps/s"] = workers, rate, steps
     # workers = 0 builds each batch in the step: as one worker, whose time adds to the step's
-    row["data-bound"] = "yes" if max(workers, 1) * rate < cost.batch * steps else ""
+    # a stage that steps no network (labels2image fits statistics) has no GPU step to starve
+    starved = bool(cost.networks) and max(workers, 1) * rate < cost.batch * steps
+    row["data-bound"] = "yes" if starved else ""
     row["loader method"] = timed[1]
 
 
