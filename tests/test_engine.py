@@ -146,6 +146,17 @@ def test_mismatched_checkpoint_is_refused_and_untouched(tmp_path):
     assert _snapshot(tmp_path) == before
 
 
+def test_a_checkpoint_of_another_world_size_is_refused_and_untouched(tmp_path):
+    fit(Toy(), batch_fn, train=TORCH, out_dir=tmp_path, seed=0, stage_steps={"first": 2, "second": 0})
+    state_file = tmp_path / "checkpoints" / "ckpt-000000002" / "state.pt"
+    state = torch.load(state_file, weights_only=False)
+    torch.save({**state, "world_size": 2}, state_file)  # as written by a 2-rank job
+    before = _snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=r"state.pt: was written by a 2-rank job and this one has 1 rank"):
+        fit(Toy(), batch_fn, train=TORCH, out_dir=tmp_path, seed=0)
+    assert _snapshot(tmp_path) == before
+
+
 def test_leftover_tmp_checkpoint_is_ignored(tmp_path):
     first = fit(Toy(), batch_fn, train=TORCH, out_dir=tmp_path, seed=0, stage_steps={"first": 2, "second": 0})
     leftover = tmp_path / "checkpoints" / "ckpt-000000099.tmp"

@@ -245,6 +245,13 @@ def load(path: Path, ctx: Any, model: Trainable, layout: list[str], rank: int) -
         raise CheckpointError(state_path, f"was written for a different model ({diff})")
     if state.get("engine") != ctx.kind:
         raise CheckpointError(state_path, f"was written by train.engine={state.get('engine')}, not {ctx.kind}")
+    written, world = int(state.get("world_size", 1)), distributed.get_world_size()
+    if written != world:  # a step on N ranks stands for N one-rank steps, and ZeRO shards optimizer state N ways
+        raise CheckpointError(
+            state_path,
+            f"was written by a {written}-rank job and this one has {world} rank(s): run it on {written} rank(s) "
+            "to resume, or move its checkpoints folder away to train from the start",
+        )
     try:
         ctx.load_state(path, state)
         model.load_state_extra(state["extra"])
