@@ -164,8 +164,20 @@ def execute(spec: JobSpec) -> dict[str, Any]:
     cfg = build_section(StudyConfig, spec.config, "")
     study = Study(cfg)
     out = out_dir(study, spec.kind, spec.params)
-    if rank != 0:  # rank 0 holds the folder, the run and the outputs for the job's ranks
-        return _follow(spec, study, out, rank)
+    try:
+        if rank != 0:  # rank 0 holds the folder, the run and the outputs for the job's ranks
+            return _follow(spec, study, out, rank)
+        return _lead(spec, study, out)
+    finally:
+        if launcher_world_size() > 1:  # the job's process group ends with it (gloo's threads, NCCL's communicators)
+            from benchmark.engine import distributed
+
+            distributed.cleanup()
+
+
+def _lead(spec: JobSpec, study: Study, out: Path) -> dict[str, Any]:
+    """Rank 0 (the only rank of a one-rank job): claims the folder, decides, runs, tracks and writes."""
+    cfg = study.cfg
     holder = f"{spec.key} attempt {spec.attempt}" + (f" (Slurm job {slurm_job_id()})" if slurm_job_id() else "")
     with claim_folder(out, holder):
         done = done_summary(spec, study)
