@@ -70,7 +70,11 @@ def test_auto_loader_workers_are_the_jobs_cpus_minus_one(monkeypatch):
     assert resolve_loader_workers("auto") == 3
     monkeypatch.setattr(batches_mod.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert resolve_loader_workers("auto") == 1  # one CPU: still one worker
-    assert resolve_loader_workers("auto", cpus=16) == 15  # the plan passes the job's cpus_per_task
+    assert resolve_loader_workers("auto", cpus=6) == 5  # the plan passes the job's cpus_per_task
+    assert resolve_loader_workers("auto", cpus=64) == 8  # capped: each worker is a fork holding batches
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four torchrun ranks share the node's 64 CPUs
+    assert resolve_loader_workers("auto", cpus=64) == 8 and resolve_loader_workers("auto", cpus=16) == 3
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert resolve_loader_workers(0) == 0 and resolve_loader_workers(3) == 3
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "two")
     with pytest.raises(ConfigError, match=r"^train\.loader_workers: auto reads SLURM_CPUS_PER_TASK='two'") as err:

@@ -161,3 +161,16 @@ def test_credentials_in_the_uri_or_config_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=rf"cluster.env: {PASSWORD} must not be set in a config"):
         main([*tiny_study_overrides(tmp_path), f"cluster.env={{{PASSWORD}: {secret}}}"])
     assert not (tmp_path / "tiny").exists()
+
+
+def test_every_entry_point_refuses_credentials_when_the_config_loads(tmp_path):
+    # the single-job launchers and sample.py load the same config: the refusal is in the config's sections
+    from benchmark.config import load_config
+
+    secret = secrets.token_hex(8)
+    with pytest.raises(ConfigError, match=rf"^cluster.env: {PASSWORD} must not be set in a config") as e:
+        load_config(None, [*tiny_study_overrides(tmp_path), f"cluster.env={{{PASSWORD}: {secret}}}"])
+    assert secret not in str(e.value)
+    with pytest.raises(TrackingError, match=r"a password in the tracking URI") as e:
+        load_config(None, [*tiny_study_overrides(tmp_path), f"tracking.uri=http://alice:{secret}@127.0.0.1:9/"])
+    assert secret not in str(e.value) and not (tmp_path / "tiny").exists()

@@ -69,7 +69,8 @@ class SegmentationConfig:
     # default, so a study from before the axis existed keeps its job hashes.
     fractions: tuple[float, ...] = field(default=(1.0,), metadata={"omit_at_default": True})
     # activation checkpointing (MONAI CheckpointUNet: each level's blocks recomputed in the backward pass) for a
-    # patch that does not fit the GPU; same numbers, more compute. Left out of the hash at its default.
+    # patch that does not fit the GPU; same gradients, more compute. Its weights carry the wrapper's names, so a
+    # segmenter trained with it loads only with it. Left out of the hash at its default.
     checkpointing: bool = field(default=False, metadata={"omit_at_default": True})
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -96,6 +97,9 @@ def _check_fractions(fractions: tuple[float, ...]) -> None:
     bad = [f for f in fractions if not 0.0 < f <= 1.0]
     if bad:
         raise ConfigError(f"segmentation.fractions: {bad[0]} is outside (0, 1] (fractions of the training patients)")
+    inexact = [f for f in fractions if float(f"{f:g}") != f]  # names carry f"{f:g}": it must give f back
+    if inexact:
+        raise ConfigError(f"segmentation.fractions: {inexact[0]!r} has more than 6 significant digits; round it")
     if len(set(fractions)) != len(fractions):
         raise ConfigError(f"segmentation.fractions: {list(fractions)} repeats a value")
     if 1.0 not in fractions:

@@ -60,16 +60,23 @@ def job_cpus() -> int:
     return cpus
 
 
+# ``auto``'s ceiling: every worker is a fork of the training process holding ``train.prefetch`` batches, and a
+# workstation's pool of jobs each seeing every core would otherwise fork dozens per stage
+AUTO_MAX_WORKERS = 8
+
+
 def resolve_loader_workers(setting: int | str | None, cpus: int | None = None) -> int:
     """The number of loader worker processes for ``train.loader_workers``.
 
     Args:
-        setting: an integer >= 0 (0 = build each batch in the training process), or ``"auto"`` / None: the job's
-            CPUs minus the one the training process uses, at least 1.
+        setting: an integer >= 0 (0 = build each batch in the training process), or ``"auto"`` / None: this rank's
+            share of the job's CPUs (ranks started on one node by torchrun share its mask: ``LOCAL_WORLD_SIZE``)
+            minus the one its training process uses, at least 1 and at most ``AUTO_MAX_WORKERS``.
         cpus: the job's CPUs for ``auto`` (default ``job_cpus()``; the cost plan passes ``cluster.cpus_per_task``).
     """
     if setting is None or setting == "auto":
-        return max(1, (job_cpus() if cpus is None else cpus) - 1)
+        share = (job_cpus() if cpus is None else cpus) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        return max(1, min(AUTO_MAX_WORKERS, share - 1))
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
         raise ConfigError(f"train.loader_workers: {setting!r} must be an integer >= 0 or auto")
     return setting

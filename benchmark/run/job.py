@@ -65,8 +65,11 @@ def job_hash(cfg: StudyConfig, kind: str, params: dict[str, Any]) -> str:
     """Hash of what a job's result depends on: its config sections, its generator's section and its parameters."""
     d = to_dict(cfg)
     parts = {k: d[k] for k in get_kind(kind).sections}
-    if "fractions" in parts.get("segmentation", {}):  # a job's own fraction is in its params
-        parts["segmentation"] = {k: v for k, v in parts["segmentation"].items() if k != "fractions"}
+    # a job's own fraction is in its params; the loader's worker count changes no number (batches are a function
+    # of the step): neither re-runs a finished job
+    for section, key in (("segmentation", "fractions"), ("train", "loader_workers")):
+        if key in parts.get(section, {}):
+            parts[section] = {k: v for k, v in parts[section].items() if k != key}
     gen = params.get("generator") or (parse_arm(params["arm"])[1] if "arm" in params else None)
     if gen:
         parts["generator"] = d["generators"][gen.partition("@")[0]]  # a variant (name@variant) hashes its name too

@@ -51,7 +51,13 @@ def test_names_carry_a_fraction_part_only_below_1():
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [("[0,1]", "0.0 is outside"), ("[0.5,1.5]", "1.5 is outside"), ("[0.5,0.5,1]", "repeats"), ("[0.5]", "1.0")],
+    [
+        ("[0,1]", "0.0 is outside"),
+        ("[0.5,1.5]", "1.5 is outside"),
+        ("[0.5,0.5,1]", "repeats"),
+        ("[0.5]", "1.0"),
+        ("[0.3333333333,1]", "more than 6 significant digits"),
+    ],  # fmt: skip
 )
 def test_bad_fractions_are_a_one_line_error_naming_the_key(tmp_path, value, text):
     with pytest.raises(ConfigError) as err:
@@ -90,3 +96,18 @@ def test_per_split_generators_get_a_scope_per_fraction_and_the_pool_generator_is
     pool = graph("disjoint_pool")
     assert pool["seg/split0/seed0/real+labels2image@f0.5"][1] == ("gen/pool/labels2image/seed0",)
     assert [k for k in pool if k.startswith("gen/")] == ["gen/pool/labels2image/seed0"]
+
+
+def test_adding_fractions_keeps_every_existing_jobs_hash_also_with_the_consistency_loss(tmp_path):
+    # spade_ldm with seg_weight > 0 depends on its scope's segmenter, whose params carry a hash of its settings
+    ov = [*tiny_study_overrides(tmp_path), "splits.protocol=per_split", "generators.spade_ldm.seg_weight=1.0",
+          "segmentation.arms=[real,real+spade_ldm]"]  # fmt: skip
+
+    def hashes(extra):
+        cfg = load_config(None, [*ov, *extra])
+        graph = build_graph(cfg, ["spade_ldm"], 1, lambda s: f"split{s}")
+        return {k: job_hash(cfg, kind, p) for k, kind, p, _ in graph}
+
+    before, after = hashes([]), hashes(["segmentation.fractions=[0.5,1]", "train.loader_workers=0"])
+    assert {k: after[k] for k in before} == before
+    assert any(k.startswith("segmenter/split0@f0.5") for k in after) and len(after) > len(before)

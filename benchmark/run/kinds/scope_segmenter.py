@@ -37,7 +37,9 @@ def needs_segmenter(cfg: StudyConfig, gen: str) -> bool:
 def segmenter_config(cfg: StudyConfig) -> SegmentationConfig:
     """The ``segmentation`` section as the scope's segmenter trains it: target cavity, the arms' network, optimiser
     and budget rule for a real-only arm (the arm list and ratios play no part, so adding an arm retrains nothing)."""
-    return dataclasses.replace(cfg.segmentation, target="cavity", arms=("real",), ratios=(1.0,), budget="steps")
+    return dataclasses.replace(  # fractions: a fraction's segmenter is told apart by its scope (split<k>@f<f>)
+        cfg.segmentation, target="cavity", arms=("real",), ratios=(1.0,), fractions=(1.0,), budget="steps"
+    )
 
 
 def job_params(cfg: StudyConfig, scope: str, seed: int) -> dict[str, Any]:
