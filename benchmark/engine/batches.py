@@ -13,7 +13,8 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,17 @@ def job_cpus() -> int:
             raise ConfigError(f"train.loader_workers: auto reads SLURM_CPUS_PER_TASK={slurm!r}, not a CPU count >= 1")
         cpus = min(cpus, int(slurm))
     return cpus
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread inside the block, as in a loader worker (torch's DataLoader sets one per worker)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ``auto``'s ceiling: every worker is a fork of the training process holding ``train.prefetch`` batches, and a
@@ -128,12 +140,8 @@ class _StepBatches(torch.utils.data.Dataset):
     def make_here(self, step: int) -> dict[str, torch.Tensor]:
         """``make`` in the training process, on one torch thread like a loader worker: a multi-threaded reduction
         (MONAI's smoothing, resampling) may round differently, and the batch must not depend on the worker count."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             return self.make(step)
-        finally:
-            torch.set_num_threads(threads)
 
     def __getitem__(self, step: int) -> Any:
         # in the loader process: its global RNGs re-seeded per step, so even a transform that ignored the rng

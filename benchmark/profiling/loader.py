@@ -12,27 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from benchmark.config import SegmentationConfig
+from benchmark.engine.batches import one_torch_thread
 
 # the probability fields of AugmentConfig, each switching one transform (flip: one per axis, each with this prob)
 PROBABILITIES = ("flip", "affine", "elastic", "noise", "blur", "gamma", "bias_field")
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """One torch thread while timing, as in a loader worker (torch's DataLoader sets one per worker)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _volume(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +62,7 @@ def transform_seconds(seg: SegmentationConfig, shape: tuple[int, ...], repeats: 
         rng = np.random.default_rng(0)
         return _best_of(lambda: augment_pair(transform, image, label, rng), repeats)
 
-    with _one_thread():
+    with one_torch_thread():
         out = {"crop": seconds()}
         for field in PROBABILITIES:
             if getattr(seg.augment, field) > 0:
@@ -96,7 +84,7 @@ def sample_seconds(seg: SegmentationConfig, shape: tuple[int, ...], repeats: int
 
         image, label = _volume(tuple(shape))
         fn = make_batch_fn([ArmItem(image, label, "real", "c0")], dataclasses.replace(seg, batch_size=1))
-        with _one_thread():
+        with one_torch_thread():
             return _best_of(lambda: fn(0, np.random.default_rng(0)), max(repeats, 3))
     parts = transform_seconds(seg, shape, repeats)
     return parts["crop"] + sum(getattr(seg.augment, f) * s for f, s in parts.items() if f != "crop")
@@ -114,5 +102,5 @@ def stack_seconds(shape: tuple[int, ...], batch: int, repeats: int = 3) -> float
 
     image, label = _volume(tuple(shape))
     fn = make_batch_fn([image, image], [label, label], batch)
-    with _one_thread():
+    with one_torch_thread():
         return _best_of(lambda: fn(0, np.random.default_rng(0)), repeats) / batch
